@@ -1,0 +1,86 @@
+/*
+ * config.h - the daemon's configuration (SPEC §7), loaded from a libconfig file.
+ *
+ * config.c is table-driven, as Redis's config.c is: one table lists every key
+ * with its type, default, bounds, environment override and whether it is a
+ * secret. Loading, validation, --check-config output, redaction and the
+ * documented sample conf/steller-worker.conf all follow that table.
+ *
+ * Ownership: cfg_load() fills a struct config whose strings and arrays belong
+ * to it until cfg_free(). The struct is plain data: a worker process gets its
+ * copy through fork() and never shares it back.
+ */
+#ifndef STELLER_CONFIG_H
+#define STELLER_CONFIG_H
+
+#include <stdio.h>
+
+struct cfg_queue {
+    char *name;
+    int weight; /* used when fetch_order = "weighted"; >= 1 */
+};
+
+/* Per job type overrides; a field left unset in the file is < 0 (or NULL). */
+struct cfg_type {
+    char *name;
+    char *queue;
+    int max_attempts;
+    double timeout;     /* seconds */
+    double backoff_base, backoff_factor, backoff_cap; /* seconds */
+};
+
+enum cfg_order { CFG_ORDER_STRICT = 0, CFG_ORDER_WEIGHTED = 1 };
+
+struct config {
+    char *path; /* NULL when no file was given */
+
+    /* pinned top-level keys */
+    int workers;             /* default: number of CPUs */
+    int concurrency;         /* default 32 */
+    int debug_jobs;          /* bool, default false */
+    double shutdown_timeout; /* seconds, default 25 */
+    long max_job_bytes;      /* default 262144 */
+    int poison_limit;        /* default 3 */
+
+    char *log_level;         /* "info" */
+
+    /* redis group */
+    char *redis_url;         /* REDIS_URL, default redis://127.0.0.1:6379/0; secret inside */
+    char *redis_prefix;      /* default "steller" */
+
+    char *database_url;      /* DATABASE_URL; secret inside; may be empty for now */
+    char *http_listen;       /* default 127.0.0.1:9460 */
+    long dead_max_entries;   /* default 100000 */
+
+    /* fetch group */
+    enum cfg_order fetch_order;   /* fetch.order: "strict" (default) or "weighted" */
+    int fetch_idle_ms;            /* fetch.idle_ms: longest wait for a job in a lower-priority
+                                     queue while idle, default 100 */
+    struct cfg_queue *queues;     /* queues list; default critical, default, email, request_log */
+    int nqueues;
+
+    /* timing (group "engine"): heartbeat_interval, heartbeat_ttl, promote_interval,
+       reaper_interval in seconds */
+    double heartbeat_interval; /* 2 */
+    double heartbeat_ttl;      /* 10 */
+    double promote_interval;   /* 1 */
+    double reaper_interval;    /* 5 */
+
+    struct cfg_type *types;    /* "types" list of per-type overrides */
+    int ntypes;
+};
+
+/*
+ * Loads defaults, then the file at path (NULL: none), then the environment.
+ * On error returns -1 and writes "FILE:LINE: key 'x': why" into err.
+ */
+int cfg_load(struct config *c, const char *path, char *err, size_t errlen);
+void cfg_free(struct config *c);
+
+/* Prints the effective configuration as a valid libconfig file, secrets redacted. */
+void cfg_print(const struct config *c, FILE *out);
+
+/* The override for a job type, or NULL. */
+const struct cfg_type *cfg_find_type(const struct config *c, const char *name);
+
+#endif

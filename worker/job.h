@@ -1,0 +1,68 @@
+/*
+ * job.h - the handler contract: the only part of the engine a job type sees.
+ *
+ * The engine calls type->start(job) once. The handler starts its work on the
+ * worker's loop (job_loop()) and later calls job_done() exactly once, from any
+ * callback, or before start returns. If the job overruns its timeout or the
+ * worker is shutting down hard, the engine calls type->cancel(job) instead:
+ * cancel must stop every watcher and request of the job at once and must not
+ * call job_done() afterwards; the engine then fails the job itself. A handler
+ * that always finishes inside start() needs no cancel.
+ *
+ * Ownership: the engine owns struct job and everything in it. job->data is the
+ * handler's, for its own state; it must free it before job_done() or in cancel.
+ * After job_done() or cancel() the handler must not touch the job again.
+ */
+#ifndef STELLER_JOB_H
+#define STELLER_JOB_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "backoff.h"
+#include "envelope.h"
+
+enum job_result {
+    JOB_OK = 0,
+    JOB_RETRY = 1, /* transient: retried with backoff while attempts remain */
+    JOB_DEAD = 2,  /* permanent: straight to the dead-letter list */
+};
+
+struct job;
+
+struct job_type {
+    const char *name;
+    const char *queue;  /* default queue producers push it to */
+    int max_attempts;   /* default 25 */
+    double timeout;     /* seconds, default 60 */
+    struct backoff backoff;
+    int debug_only;     /* registered only when debug_jobs = true */
+    void (*start)(struct job *job);
+    void (*cancel)(struct job *job);
+};
+
+struct worker;
+
+struct job {
+    struct env env;
+    const struct job_type *type; /* the effective type (config overrides applied) */
+    char *raw;                   /* exact bytes as in the processing list */
+    size_t raw_len;
+    struct worker *w;
+    void *data;                  /* handler-private */
+    ev_timer timer;              /* the engine's timeout timer */
+    int64_t started_ms;
+    int done;                    /* set once job_done() ran */
+    struct job *next;            /* engine lists */
+};
+
+/* Reports the outcome. msg (may be NULL for JOB_OK) is copied. */
+void job_done(struct job *job, enum job_result r, const char *msg);
+
+/* The worker process's event loop, for the handler's watchers. */
+struct ev_loop *job_loop(struct job *job);
+
+/* Milliseconds since the epoch, from the loop's clock. */
+int64_t job_now_ms(struct job *job);
+
+#endif

@@ -1,0 +1,12 @@
+# Turns every worker/scripts/*.lua into a C string named scr_src_<name>.
+file(GLOB files ${DIR}/*.lua)
+list(SORT files)
+set(out "/* Generated from worker/scripts/*.lua by embed.cmake. Do not edit. */\n")
+foreach(f ${files})
+  get_filename_component(name ${f} NAME_WE)
+  file(READ ${f} body HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," body "${body}")
+  string(APPEND out "const char scr_src_${name}[] = {${body} 0};\n")
+endforeach()
+file(WRITE ${OUT}.tmp "${out}")
+file(RENAME ${OUT}.tmp ${OUT})
