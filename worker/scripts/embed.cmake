@@ -1,7 +1,7 @@
 # Turns every worker/scripts/*.lua into a C string named scr_src_<name>.
 file(GLOB files ${DIR}/*.lua)
 list(SORT files)
-set(out "/* Generated from worker/scripts/*.lua by embed.cmake. Do not edit. */\n")
+set(out "/* Generated from the Lua files in worker/scripts by embed.cmake. Do not edit. */\n")
 foreach(f ${files})
   get_filename_component(name ${f} NAME_WE)
   file(READ ${f} body HEX)
