@@ -1,1 +1,358 @@
-/* placeholder: being written */
+/*
+ * delivery.c - the moves that take a job out of P:processing:<wid>.
+ *
+ * Outcomes become moves here and nowhere else: ok -> ack; transient with
+ * attempts left -> retry at now + backoff; transient on the last attempt or
+ * permanent -> dead. The rewritten envelope is prepared when the outcome is
+ * known, so a resend after a lost reply sends the same bytes.
+ *
+ * Acks are the hot path: every ack queued during one loop iteration goes out in
+ * a single EVALSHA (up to DLV_ACK_BATCH jobs), which keeps Redis's CPU per job
+ * to a few microseconds.
+ */
+#include "delivery.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "registry.h"
+
+#define DLV_ACK_BATCH 1000
+#define DLV_DAY_TTL "34560000" /* per-day counters live 400 days */
+
+struct dlv_batch {
+    struct worker *w;
+    int n;
+    struct job *jobs[];
+};
+
+static void dlv_day_key(const struct worker *w, const char *what, char *buf, size_t size)
+{
+    time_t now = (time_t)(worker_now_ms(w) / 1000);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    snprintf(buf, size, "%s%s:%04d-%02d-%02d", w->k.stats_prefix, what, tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday);
+}
+
+static void dlv_total_key(const struct worker *w, const char *what, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s%s", w->k.stats_prefix, what);
+}
+
+static void dlv_push(struct worker *w, struct job *job)
+{
+    job->next_pending = NULL;
+    if (w->pending_tail)
+        w->pending_tail->next_pending = job;
+    else
+        w->pending = job;
+    w->pending_tail = job;
+}
+
+static int dlv_take_payload(struct job *job, msgpack_sbuffer *sb)
+{
+    free(job->payload);
+    job->payload = sb->data;
+    job->payload_len = sb->size;
+    sb->data = NULL;
+    sb->size = sb->alloc = 0;
+    return 0;
+}
+
+int dlv_dead_record(struct env *e, const char *error, int64_t now_ms, int bump_attempt,
+                    msgpack_sbuffer *out)
+{
+    if (bump_attempt) {
+        e->attempt++;
+        e->has |= ENV_HAS_ATTEMPT;
+    }
+    env_set_error(e, error);
+    e->failed_at = now_ms;
+    e->has |= ENV_HAS_FAILED_AT;
+    return env_encode(e, out);
+}
+
+static int64_t dlv_max_attempts(const struct job *job)
+{
+    if (job->env.has & ENV_HAS_MAX_ATTEMPTS)
+        return job->env.max_attempts;
+    return job->type->max_attempts;
+}
+
+static void dlv_log_failure(const struct job *job, const char *outcome, const char *msg)
+{
+    char jid[ENV_JID_MAX + 8], type[96], m[512];
+    LOG(LOG_WARN, "job failed", "jid=%s type=%s attempt=%lld outcome=%s error=%s",
+        log_q(jid, sizeof(jid), job->env.jid.ptr, job->env.jid.len),
+        log_q(type, sizeof(type), job->env.type.ptr, job->env.type.len),
+        (long long)job->env.attempt, outcome, log_q(m, sizeof(m), msg, strlen(msg)));
+}
+
+static void dlv_to_dead(struct worker *w, struct job *job, const char *msg, int bump)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    dlv_dead_record(&job->env, msg, worker_now_ms(w), bump, &sb);
+    dlv_take_payload(job, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    job->move = DLV_DEAD;
+    job->count_failed = bump;
+}
+
+static void dlv_to_retry(struct worker *w, struct job *job, const char *msg)
+{
+    msgpack_sbuffer sb;
+    int64_t now = worker_now_ms(w);
+    struct env *e = &job->env;
+    double r01 = (double)rand() / ((double)RAND_MAX + 1.0);
+
+    e->attempt++;
+    e->has |= ENV_HAS_ATTEMPT | ENV_HAS_FAILED_AT | ENV_HAS_RETRY_AT;
+    env_set_error(e, msg);
+    e->failed_at = now;
+    job->due_ms = now + backoff_ms(&job->type->backoff, e->attempt, r01);
+    e->retry_at = job->due_ms;
+    msgpack_sbuffer_init(&sb);
+    env_encode(e, &sb);
+    dlv_take_payload(job, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    job->move = DLV_RETRY;
+}
+
+void dlv_finish(struct worker *w, struct job *job, enum job_result r, const char *msg)
+{
+    if (r == JOB_OK) {
+        job->move = DLV_ACK;
+    } else {
+        if (!msg || !*msg)
+            msg = "failed without a message";
+        if (r == JOB_RETRY && job->env.attempt + 1 < dlv_max_attempts(job)) {
+            dlv_log_failure(job, "retry", msg);
+            dlv_to_retry(w, job, msg);
+        } else {
+            dlv_log_failure(job, "dead", msg);
+            dlv_to_dead(w, job, msg, 1);
+        }
+    }
+    dlv_push(w, job);
+}
+
+void dlv_reject(struct worker *w, struct job *job, const char *reason, int malformed)
+{
+    msgpack_sbuffer sb;
+    char q[512];
+    LOG(LOG_WARN, "job rejected", "queue=%s error=%s", job->queue,
+        log_q(q, sizeof(q), reason, strlen(reason)));
+    if (!malformed) {
+        dlv_to_dead(w, job, reason, 0);
+    } else {
+        msgpack_sbuffer_init(&sb);
+        env_malformed_record(job->raw, job->raw_len, reason, worker_now_ms(w), &sb);
+        dlv_take_payload(job, &sb);
+        msgpack_sbuffer_destroy(&sb);
+        job->move = DLV_DEAD;
+        job->count_failed = 0;
+    }
+    dlv_push(w, job);
+}
+
+void dlv_requeue(struct worker *w, struct job *job)
+{
+    job->move = DLV_REQUEUE;
+    dlv_push(w, job);
+}
+
+/* A lost reply (NULL) or an error puts the moves back; they are idempotent. */
+static int dlv_reply_ok(struct worker *w, redisReply *reply, const char *what)
+{
+    if (reply && reply->type != REDIS_REPLY_ERROR)
+        return 1;
+    if (reply) {
+        LOG(LOG_ERROR, "redis refused a move", "move=%s error=\"%s\"", what, reply->str);
+        w->moves_hold_until_ms = worker_now_ms(w) + 1000;
+    }
+    return 0;
+}
+
+static void dlv_on_batch(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct dlv_batch *b = privdata;
+    struct worker *w = b->w;
+    int ok = dlv_reply_ok(w, r, "ack");
+    (void)ac;
+    w->moves_in_flight--;
+    for (int i = 0; i < b->n; i++) {
+        if (ok)
+            worker_release_job(w, b->jobs[i]);
+        else
+            dlv_push(w, b->jobs[i]);
+    }
+    free(b);
+    worker_check_drained(w);
+}
+
+static void dlv_on_single(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct job *job = privdata;
+    struct worker *w = job->w;
+    (void)ac;
+    w->moves_in_flight--;
+    if (dlv_reply_ok(w, r, "single"))
+        worker_release_job(w, job);
+    else
+        dlv_push(w, job);
+    worker_check_drained(w);
+}
+
+static int dlv_send_acks(struct worker *w, struct job **jobs, int n)
+{
+    char k_total[WORKER_KEY_MAX], k_day[WORKER_KEY_MAX];
+    int argc = 7 + n;
+    const char **argv = malloc(sizeof(*argv) * argc);
+    size_t *lens = malloc(sizeof(*lens) * argc);
+    struct dlv_batch *b = malloc(sizeof(*b) + sizeof(struct job *) * n);
+    int rc = -1;
+
+    if (!argv || !lens || !b)
+        goto out;
+    dlv_total_key(w, "processed", k_total, sizeof(k_total));
+    dlv_day_key(w, "processed", k_day, sizeof(k_day));
+    const char *head[7] = {"EVALSHA", rc_sha(w->cmd, SCR_ACK), "3", w->k.processing, k_total,
+                           k_day, DLV_DAY_TTL};
+    for (int i = 0; i < 7; i++) {
+        argv[i] = head[i];
+        lens[i] = strlen(head[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        argv[7 + i] = jobs[i]->raw;
+        lens[7 + i] = jobs[i]->raw_len;
+        b->jobs[i] = jobs[i];
+    }
+    b->w = w;
+    b->n = n;
+    rc = rc_cmd(w->cmd, dlv_on_batch, b, argc, argv, lens);
+    if (rc == 0) {
+        b = NULL;
+        w->moves_in_flight++;
+    }
+out:
+    free(argv);
+    free(lens);
+    free(b);
+    return rc;
+}
+
+int dlv_send_requeue(struct worker *w, const char *proc_key, const char *queue, const char *raw,
+                     size_t len, const char *new_raw, size_t new_len, redisCallbackFn *fn,
+                     void *privdata)
+{
+    char k_queue[WORKER_KEY_MAX];
+    snprintf(k_queue, sizeof(k_queue), "%s%s", w->k.queue_prefix, queue);
+    const char *argv[7] = {"EVALSHA", rc_sha(w->cmd, SCR_REQUEUE), "2", proc_key, k_queue,
+                           raw, new_raw};
+    size_t lens[7] = {7, 40, 1, strlen(proc_key), strlen(k_queue), len, new_len};
+    return rc_cmd(w->cmd, fn, privdata, 7, argv, lens);
+}
+
+int dlv_send_dead(struct worker *w, const char *proc_key, const char *raw, size_t len,
+                  const char *record, size_t record_len, int count_failed, redisCallbackFn *fn,
+                  void *privdata)
+{
+    char k_dead[WORKER_KEY_MAX], k_dead_day[WORKER_KEY_MAX], k_trim[WORKER_KEY_MAX];
+    char k_failed[WORKER_KEY_MAX], k_failed_day[WORKER_KEY_MAX], max[24];
+    dlv_total_key(w, "dead", k_dead, sizeof(k_dead));
+    dlv_day_key(w, "dead", k_dead_day, sizeof(k_dead_day));
+    dlv_total_key(w, "dead_trimmed", k_trim, sizeof(k_trim));
+    dlv_total_key(w, "failed", k_failed, sizeof(k_failed));
+    dlv_day_key(w, "failed", k_failed_day, sizeof(k_failed_day));
+    snprintf(max, sizeof(max), "%ld", w->cfg->dead_max_entries);
+    const char *argv[15] = {"EVALSHA", rc_sha(w->cmd, SCR_DEAD), "7", proc_key, w->k.dead,
+                            k_dead, k_dead_day, k_trim, k_failed, k_failed_day, raw, record, max,
+                            DLV_DAY_TTL, count_failed ? "1" : "0"};
+    size_t lens[15];
+    for (int i = 0; i < 15; i++)
+        lens[i] = strlen(argv[i]);
+    lens[10] = len;
+    lens[11] = record_len;
+    return rc_cmd(w->cmd, fn, privdata, 15, argv, lens);
+}
+
+static int dlv_send_retry(struct worker *w, struct job *job)
+{
+    char k_failed[WORKER_KEY_MAX], k_day[WORKER_KEY_MAX], due[24];
+    dlv_total_key(w, "failed", k_failed, sizeof(k_failed));
+    dlv_day_key(w, "failed", k_day, sizeof(k_day));
+    snprintf(due, sizeof(due), "%lld", (long long)job->due_ms);
+    const char *argv[11] = {"EVALSHA", rc_sha(w->cmd, SCR_RETRY), "4", w->k.processing,
+                            w->k.retry, k_failed, k_day, job->raw, job->payload, due,
+                            DLV_DAY_TTL};
+    size_t lens[11];
+    for (int i = 0; i < 11; i++)
+        lens[i] = strlen(argv[i]);
+    lens[7] = job->raw_len;
+    lens[8] = job->payload_len;
+    return rc_cmd(w->cmd, dlv_on_single, job, 11, argv, lens);
+}
+
+static int dlv_send_one(struct worker *w, struct job *job)
+{
+    switch (job->move) {
+    case DLV_RETRY:
+        return dlv_send_retry(w, job);
+    case DLV_DEAD:
+        return dlv_send_dead(w, w->k.processing, job->raw, job->raw_len, job->payload,
+                             job->payload_len, job->count_failed, dlv_on_single, job);
+    case DLV_REQUEUE:
+        return dlv_send_requeue(w, w->k.processing, job->queue, job->raw, job->raw_len, job->raw,
+                                job->raw_len, dlv_on_single, job);
+    default:
+        return -1;
+    }
+}
+
+void dlv_flush(struct worker *w)
+{
+    struct job *acks[DLV_ACK_BATCH];
+    int nacks = 0;
+    struct job *job, *rest = NULL;
+
+    if (!w->pending || !rc_is_up(w->cmd) || worker_now_ms(w) < w->moves_hold_until_ms)
+        return;
+    job = w->pending;
+    w->pending = w->pending_tail = NULL;
+    for (; job; job = rest) {
+        rest = job->next_pending;
+        if (job->move != DLV_ACK) {
+            if (dlv_send_one(w, job) != 0)
+                goto failed;
+            w->moves_in_flight++;
+            continue;
+        }
+        acks[nacks++] = job;
+        if (nacks == DLV_ACK_BATCH) {
+            if (dlv_send_acks(w, acks, nacks) != 0) {
+                job = rest;
+                goto failed;
+            }
+            nacks = 0;
+        }
+    }
+    if (nacks == 0 || dlv_send_acks(w, acks, nacks) == 0)
+        return;
+failed:
+    /* The connection went down mid-flush: what was not sent waits for the next flush. */
+    for (int i = 0; i < nacks; i++)
+        dlv_push(w, acks[i]);
+    for (; job; job = rest) {
+        rest = job->next_pending;
+        dlv_push(w, job);
+    }
+}
+
+int dlv_idle(const struct worker *w)
+{
+    return !w->pending && w->moves_in_flight == 0;
+}

@@ -53,7 +53,17 @@ struct job {
     ev_timer timer;              /* the engine's timeout timer */
     int64_t started_ms;
     int done;                    /* set once job_done() ran */
-    struct job *next;            /* engine lists */
+
+    /* Engine-private from here on: how the job leaves the processing list. */
+    const char *queue;           /* the queue it was fetched from (owned by the worker) */
+    int move;                    /* enum dlv_move */
+    char *payload;               /* rewritten envelope or dead record, malloc'd */
+    size_t payload_len;
+    int64_t due_ms;              /* retry: when it runs again */
+    int count_failed;            /* dead: the job ran and failed */
+    int matched;                 /* scratch for orphan recovery */
+    struct job *prev, *next;     /* the worker's list of every job it holds */
+    struct job *next_pending;    /* moves waiting to be sent */
 };
 
 /* Reports the outcome. msg (may be NULL for JOB_OK) is copied. */

@@ -1,1 +1,312 @@
-/* placeholder: being written */
+/*
+ * master.c - supervision: one master, `workers` worker processes.
+ *
+ * The master holds no Redis connection and runs no job; it only forks, waits
+ * and signals, so it has little that can fail. Each worker gets a wid
+ * (host:pid:random) before it starts; when a worker dies, the master starts a
+ * replacement at once (after repeated quick deaths, after at most a second)
+ * and hands it the dead worker's wid, so that its jobs are reclaimed at once
+ * instead of when the heartbeat expires.
+ *
+ * SIGTERM/SIGINT: relayed to the workers, which drain and exit; the master
+ * exits 0 when all are gone. A second signal is relayed too: workers requeue
+ * at once. SIGHUP: the config is loaded again; if it is valid, a new set of
+ * workers starts with it and the old ones drain and exit, so a reload loses
+ * no job. Workers sit in their own process group, so a terminal's Ctrl-C
+ * reaches them once, through the master, and they die with the master
+ * (PR_SET_PDEATHSIG) if it is killed.
+ */
+#include "master.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define MASTER_MAX_PROCS 1024
+
+struct slot {
+    pid_t pid;                    /* 0 while waiting to be restarted */
+    char wid[WORKER_WID_MAX];
+    char pred_wid[WORKER_WID_MAX]; /* the worker this one replaces after a death */
+    int pred_crashed;
+    int quick_deaths;
+    double started;
+    ev_timer restart;
+    struct master *m;
+};
+
+struct master {
+    struct ev_loop *loop;
+    struct config *cfg;
+    struct slot *slots;
+    int nslots;
+    pid_t retiring[MASTER_MAX_PROCS]; /* old workers draining after a reload */
+    int nretiring;
+    int stopping;
+    pid_t pid;
+    char host[64];
+    ev_signal sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
+    ev_child child;
+    ev_timer deadline;
+};
+
+static void master_spawn(struct master *m, struct slot *s);
+
+static void master_child_setup(struct master *m)
+{
+    ev_signal *sigs[5] = {&m->sig_term, &m->sig_int, &m->sig_hup, &m->sig_usr1, &m->sig_usr2};
+    for (int i = 0; i < 5; i++)
+        ev_signal_stop(m->loop, sigs[i]);
+    ev_child_stop(m->loop, &m->child);
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != m->pid)
+        _exit(0); /* the master died while we were being born */
+}
+
+static void master_spawn(struct master *m, struct slot *s)
+{
+    unsigned suffix = (unsigned)rand() & 0xffffff;
+    pid_t pid = fork();
+    if (pid < 0) {
+        LOG(LOG_ERROR, "fork failed", "errno=%d", errno);
+        ev_timer_set(&s->restart, 1.0, 0);
+        ev_timer_start(m->loop, &s->restart);
+        return;
+    }
+    if (pid == 0) {
+        char wid[WORKER_WID_MAX];
+        master_child_setup(m);
+        snprintf(wid, sizeof(wid), "%s:%d:%06x", m->host, (int)getpid(), suffix);
+        _exit(worker_main(m->cfg, wid, s->pred_wid[0] ? s->pred_wid : NULL, s->pred_crashed));
+    }
+    s->pid = pid;
+    s->started = ev_now(m->loop);
+    snprintf(s->wid, sizeof(s->wid), "%s:%d:%06x", m->host, (int)pid, suffix);
+    s->pred_wid[0] = '\0';
+}
+
+static void master_on_restart(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct slot *s = t->data;
+    (void)loop;
+    (void)revents;
+    if (!s->m->stopping)
+        master_spawn(s->m, s);
+}
+
+static int master_start_slots(struct master *m)
+{
+    m->nslots = m->cfg->workers;
+    m->slots = calloc((size_t)m->nslots, sizeof(*m->slots));
+    if (!m->slots)
+        return -1;
+    for (int i = 0; i < m->nslots; i++) {
+        struct slot *s = &m->slots[i];
+        s->m = m;
+        ev_timer_init(&s->restart, master_on_restart, 0, 0);
+        s->restart.data = s;
+        master_spawn(m, s);
+    }
+    return 0;
+}
+
+static int master_live(const struct master *m)
+{
+    int n = m->nretiring;
+    for (int i = 0; i < m->nslots; i++)
+        n += m->slots[i].pid > 0;
+    return n;
+}
+
+static void master_signal_all(struct master *m, int sig)
+{
+    for (int i = 0; i < m->nslots; i++)
+        if (m->slots[i].pid > 0)
+            kill(m->slots[i].pid, sig);
+    for (int i = 0; i < m->nretiring; i++)
+        kill(m->retiring[i], sig);
+}
+
+static void master_describe_exit(int status, char *buf, size_t size)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, size, "signal %d", WTERMSIG(status));
+    else
+        snprintf(buf, size, "exit %d", WEXITSTATUS(status));
+}
+
+static void master_slot_died(struct master *m, struct slot *s, int status)
+{
+    double lived = ev_now(m->loop) - s->started, delay = 0;
+    char how[32];
+    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+
+    master_describe_exit(status, how, sizeof(how));
+    snprintf(s->pred_wid, sizeof(s->pred_wid), "%s", s->wid);
+    s->pred_crashed = !clean;
+    s->pid = 0;
+    if (m->stopping)
+        return;
+    s->quick_deaths = lived < 10.0 ? s->quick_deaths + 1 : 0;
+    /* The first restart is immediate; a crash loop backs off, never past a second. */
+    for (int i = 1; i < s->quick_deaths && delay < 1.0; i++)
+        delay = delay ? delay * 2 : 0.05;
+    if (delay > 1.0)
+        delay = 1.0;
+    LOG(LOG_WARN, "worker died; restarting", "wid=%s how=\"%s\" restart_in=%.2f", s->wid, how,
+        delay);
+    ev_timer_set(&s->restart, delay, 0);
+    ev_timer_start(m->loop, &s->restart);
+}
+
+static void master_on_child(struct ev_loop *loop, ev_child *c, int revents)
+{
+    struct master *m = c->data;
+    (void)revents;
+    for (int i = 0; i < m->nretiring; i++) {
+        if (m->retiring[i] == c->rpid) {
+            m->retiring[i] = m->retiring[--m->nretiring];
+            goto done;
+        }
+    }
+    for (int i = 0; i < m->nslots; i++) {
+        if (m->slots[i].pid == c->rpid) {
+            master_slot_died(m, &m->slots[i], c->rstatus);
+            break;
+        }
+    }
+done:
+    if (m->stopping && master_live(m) == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void master_on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct master *m = t->data;
+    (void)revents;
+    LOG(LOG_ERROR, "workers did not stop in time; killing them", "live=%d", master_live(m));
+    master_signal_all(m, SIGKILL);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void master_stop(struct master *m)
+{
+    m->stopping++;
+    if (m->stopping == 1) {
+        LOG(LOG_INFO, "stopping workers", "live=%d", master_live(m));
+        for (int i = 0; i < m->nslots; i++)
+            ev_timer_stop(m->loop, &m->slots[i].restart);
+        ev_timer_set(&m->deadline, m->cfg->shutdown_timeout + 15.0, 0);
+        ev_timer_start(m->loop, &m->deadline);
+    }
+    master_signal_all(m, SIGTERM);
+    if (master_live(m) == 0)
+        ev_break(m->loop, EVBREAK_ALL);
+}
+
+static void master_retire_all(struct master *m)
+{
+    for (int i = 0; i < m->nslots; i++) {
+        struct slot *s = &m->slots[i];
+        ev_timer_stop(m->loop, &s->restart);
+        if (s->pid > 0 && m->nretiring < MASTER_MAX_PROCS) {
+            kill(s->pid, SIGTERM);
+            m->retiring[m->nretiring++] = s->pid;
+        }
+    }
+    free(m->slots);
+    m->slots = NULL;
+    m->nslots = 0;
+}
+
+static void master_reload(struct master *m)
+{
+    struct config *next = calloc(1, sizeof(*next));
+    char err[512];
+    int level;
+    if (!next)
+        return;
+    if (cfg_load(next, m->cfg->path, err, sizeof(err)) != 0) {
+        LOG(LOG_ERROR, "reload refused; keeping the running config", "error=\"%s\"", err);
+        cfg_free(next);
+        free(next);
+        return;
+    }
+    LOG(LOG_INFO, "reloading: replacing workers", "workers=%d", next->workers);
+    master_retire_all(m);
+    cfg_free(m->cfg);
+    free(m->cfg);
+    m->cfg = next;
+    if ((level = log_level_parse(next->log_level)) >= 0)
+        log_threshold = (enum log_level)level;
+    master_start_slots(m);
+}
+
+static void master_on_signal(struct ev_loop *loop, ev_signal *sig, int revents)
+{
+    struct master *m = sig->data;
+    (void)loop;
+    (void)revents;
+    switch (sig->signum) {
+    case SIGHUP:
+        if (!m->stopping)
+            master_reload(m);
+        break;
+    case SIGUSR1:
+    case SIGUSR2:
+        master_signal_all(m, sig->signum);
+        break;
+    default:
+        master_stop(m);
+    }
+}
+
+static void master_watch(struct master *m)
+{
+    ev_signal *sigs[5] = {&m->sig_term, &m->sig_int, &m->sig_hup, &m->sig_usr1, &m->sig_usr2};
+    int nums[5] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+    for (int i = 0; i < 5; i++) {
+        ev_signal_init(sigs[i], master_on_signal, nums[i]);
+        sigs[i]->data = m;
+        ev_signal_start(m->loop, sigs[i]);
+    }
+    ev_child_init(&m->child, master_on_child, 0, 0);
+    m->child.data = m;
+    ev_child_start(m->loop, &m->child);
+    ev_timer_init(&m->deadline, master_on_deadline, 0, 0);
+    m->deadline.data = m;
+}
+
+int master_run(struct config *cfg)
+{
+    struct master m;
+    memset(&m, 0, sizeof(m));
+    m.loop = ev_default_loop(0);
+    m.cfg = cfg;
+    m.pid = getpid();
+    if (gethostname(m.host, sizeof(m.host)) != 0)
+        snprintf(m.host, sizeof(m.host), "unknown");
+    srand((unsigned)m.pid ^ (unsigned)time(NULL));
+    signal(SIGPIPE, SIG_IGN);
+    master_watch(&m);
+    LOG(LOG_INFO, "master started", "workers=%d concurrency=%d version=%s", cfg->workers,
+        cfg->concurrency, STELLER_VERSION);
+    if (master_start_slots(&m) != 0)
+        return 1;
+    ev_run(m.loop, 0);
+    LOG(LOG_INFO, "master stopped", NULL);
+    free(m.slots);
+    cfg_free(m.cfg);
+    free(m.cfg);
+    return master_live(&m) == 0 ? 0 : 1;
+}

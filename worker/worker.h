@@ -1,0 +1,108 @@
+/*
+ * worker.h - one worker process: a libev loop running up to `concurrency` jobs.
+ *
+ * The worker owns two Redis connections: `cmd` carries fetches, acks and every
+ * other move, pipelined in order; `blk` only waits (BLMOVE) when all queues are
+ * empty, so an idle worker wakes as soon as a job arrives without polling.
+ *
+ * A job's life: fetch.c moves it into P:processing:<wid> and calls
+ * worker_run_job(); the handler runs; job_done() hands the outcome to
+ * delivery.c, which queues its move (ack, retry, dead, requeue); the moves are
+ * sent in one batch per loop iteration from an ev_prepare watcher, followed by
+ * the next fetch, so one write carries both. A job is freed only once Redis
+ * confirmed its move; if the connection drops first, the move is sent again
+ * after reconnecting (every move script is idempotent).
+ *
+ * upkeep.c runs the heartbeat, the promoter of retry and scheduled jobs, and
+ * the reaper that gives back the jobs of dead workers.
+ */
+#ifndef STELLER_WORKER_H
+#define STELLER_WORKER_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "job.h"
+#include "rconn.h"
+#include "redisurl.h"
+
+#define WORKER_KEY_MAX 320
+#define WORKER_WID_MAX 128
+#define WORKER_PREFIX_MAX 128 /* config.c bounds redis.prefix well below this */
+
+struct worker_keys {
+    char processing[WORKER_KEY_MAX];
+    char paused[WORKER_KEY_MAX];
+    char retry[WORKER_KEY_MAX];
+    char scheduled[WORKER_KEY_MAX];
+    char dead[WORKER_KEY_MAX];
+    char workers[WORKER_KEY_MAX];
+    char worker[WORKER_KEY_MAX];
+    char queue_prefix[WORKER_PREFIX_MAX]; /* "P:queue:" */
+    char stats_prefix[WORKER_PREFIX_MAX]; /* "P:stats:" */
+    char prefix[WORKER_PREFIX_MAX];       /* "P:" */
+};
+
+struct upkeep; /* upkeep.c */
+
+struct worker {
+    struct ev_loop *loop;
+    const struct config *cfg;
+    struct rurl url;
+    char wid[WORKER_WID_MAX];
+    char host[64];
+    int64_t started_ms;
+    struct worker_keys k;
+
+    struct rconn *cmd, *blk;
+    int registered;         /* first heartbeat sent since start */
+
+    int running;            /* handlers started and not done */
+    int held;               /* jobs held in memory (running or moving) */
+    int fetching;           /* a fetch script is in flight */
+    int blocking;           /* a BLMOVE is in flight on blk */
+    const char *blk_queue;  /* the queue it waits on */
+    int stopping;           /* 0 running, 1 draining, 2 stop now */
+    int finishing;          /* the final self-requeue has been sent */
+    int exit_code;
+
+    struct job *jobs;       /* every job held: running, or waiting for its move */
+    struct job *pending, *pending_tail; /* moves to send */
+    int moves_in_flight;
+    int64_t moves_hold_until_ms; /* after an error reply, wait before sending again */
+
+    ev_prepare flush;
+    ev_timer idle;          /* polls when blocking is not possible */
+    ev_timer shutdown_timer;
+    ev_timer hard_deadline;
+    ev_signal sig_term, sig_int, sig_hup;
+
+    struct upkeep *upkeep;
+};
+
+/* Runs a worker process until it has shut down; returns the exit code.
+ * pred_wid (may be NULL) names a predecessor whose jobs to reclaim at once,
+ * pred_crashed whether it died holding them. */
+int worker_main(const struct config *cfg, const char *wid, const char *pred_wid,
+                int pred_crashed);
+
+/* fetch.c gives each fetched job here; raw is copied. */
+void worker_run_job(struct worker *w, const char *queue, const char *raw, size_t len);
+
+/* The queue name as owned by the config (stable pointer), or NULL if not configured. */
+const char *worker_queue_name(const struct worker *w, const char *name, size_t len);
+
+/* Frees a job whose move Redis confirmed. */
+void worker_release_job(struct worker *w, struct job *job);
+
+/* Called when something happened that may let the worker finish shutting down. */
+void worker_check_drained(struct worker *w);
+
+int64_t worker_now_ms(const struct worker *w);
+
+/* fetch.c */
+void fetch_kick(struct worker *w);
+void fetch_stop(struct worker *w);
+
+#endif
