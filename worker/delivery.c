@@ -84,11 +84,15 @@ static int64_t dlv_max_attempts(const struct job *job)
 
 static void dlv_log_failure(const struct job *job, const char *outcome, const char *msg)
 {
-    char jid[ENV_JID_MAX + 8], type[96], m[512];
-    LOG(LOG_WARN, "job failed", "jid=%s type=%s attempt=%lld outcome=%s error=%s",
-        log_q(jid, sizeof(jid), job->env.jid.ptr, job->env.jid.len),
-        log_q(type, sizeof(type), job->env.type.ptr, job->env.type.len),
-        (long long)job->env.attempt, outcome, log_q(m, sizeof(m), msg, strlen(msg)));
+    char jid[ENV_JID_MAX + 8], type[96], m[512], tp[128];
+    const struct env *e = &job->env;
+    LOG(LOG_WARN, "job failed",
+        "jid=%s type=%s queue=%s attempt=%lld duration_ms=%lld outcome=%s error=%s%s%s",
+        log_q(jid, sizeof(jid), e->jid.ptr, e->jid.len),
+        log_q(type, sizeof(type), e->type.ptr, e->type.len), job->queue,
+        (long long)e->attempt + 1, (long long)(worker_now_ms(job->w) - job->started_ms),
+        outcome, log_q(m, sizeof(m), msg, strlen(msg)), e->traceparent.ptr ? " traceparent=" : "",
+        e->traceparent.ptr ? log_q(tp, sizeof(tp), e->traceparent.ptr, e->traceparent.len) : "");
 }
 
 static void dlv_to_dead(struct worker *w, struct job *job, const char *msg, int bump)

@@ -4,7 +4,7 @@
  * env_decode() validates raw bytes taken from Redis and fills a struct env whose
  * strings point into the decoded msgpack zone; env_encode() writes the envelope
  * back with the fields the worker changed (attempt, error, failed_at, retry_at,
- * crashes) while every other key, known or not, keeps its bytes and its place.
+ * crashes) while every other key, known or not, keeps its value and its place.
  * env_new() writes a fresh envelope for producers in the canonical key order
  * documented in docs/PROTOCOL.md, so that test vectors compare byte for byte.
  *
@@ -60,8 +60,9 @@ struct env {
 
 /*
  * Decodes and validates. On error returns an enum env_err and writes a reason
- * ("field 'attempt' is not an integer") into err; the struct needs env_free()
- * either way. Absent optional ints read as 0 (max_attempts: -1, v: 1).
+ * ("key 'attempt' must be an int, got str") into err (may be NULL); the struct
+ * need not be initialised before and needs env_free() either way. Absent (or
+ * nil) optional keys read as NULL / 0 (max_attempts: -1, v: 1) without a has bit.
  */
 int env_decode(struct env *e, const char *raw, size_t len, size_t max_bytes, char *err,
                size_t errlen);
@@ -69,20 +70,24 @@ void env_free(struct env *e);
 
 /*
  * Sets the error string the next env_encode writes; the bytes are copied into
- * the envelope's zone, so msg may be freed after the call.
+ * the envelope's zone, so msg may be freed after the call. NULL clears it.
  */
 void env_set_error(struct env *e, const char *msg);
 
 /*
  * Appends the envelope to out: keys of root in their order with known keys
  * taken from the struct, then known keys set in the struct but absent from
- * root, in canonical order. Returns 0 or a negative errno.
+ * root, in canonical order. An int counts as set when its ENV_HAS_* bit is set
+ * or it differs from its absent value, so e->attempt++ alone is written.
+ * Returns 0 or a negative errno.
  */
 int env_encode(const struct env *e, msgpack_sbuffer *out);
 
 /* A fresh envelope in canonical order: jid, type, args, queue, created_at,
  * attempt, then max_attempts when >= 0. args is a packed msgpack map (len bytes);
- * args NULL means an empty map. */
+ * args NULL means an empty map. "v" is left out: absent means 1. Returns 0, or
+ * -EINVAL for what every worker would refuse (jid not 1-64 bytes, empty type,
+ * args not exactly one map, max_attempts 0), or -ENOMEM. */
 struct env_new {
     const char *jid, *type, *queue;
     const char *args;
