@@ -290,6 +290,7 @@ static void master_watch(struct master *m)
 int master_run(struct config *cfg)
 {
     struct master m;
+    int rc;
     memset(&m, 0, sizeof(m));
     m.loop = ev_default_loop(0);
     m.cfg = cfg;
@@ -304,9 +305,10 @@ int master_run(struct config *cfg)
     if (master_start_slots(&m) != 0)
         return 1;
     ev_run(m.loop, 0);
-    LOG(LOG_INFO, "master stopped", NULL);
+    rc = master_live(&m) == 0 ? 0 : 1;
+    LOG(LOG_INFO, "master stopped", "exit=%d", rc);
     free(m.slots);
     cfg_free(m.cfg);
     free(m.cfg);
-    return master_live(&m) == 0 ? 0 : 1;
+    return rc;
 }
