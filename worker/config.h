@@ -72,7 +72,9 @@ struct config {
 
 /*
  * Loads defaults, then the file at path (NULL: none), then the environment.
- * On error returns -1 and writes "FILE:LINE: key 'x': why" into err.
+ * c need not be initialised; load a reload into a new struct. On error returns -1
+ * with "FILE:LINE: key 'x': why" (or "environment VAR: why") in err, which never
+ * holds a secret, and leaves c empty: nothing to free, though cfg_free() is harmless.
  */
 int cfg_load(struct config *c, const char *path, char *err, size_t errlen);
 void cfg_free(struct config *c);

@@ -175,7 +175,9 @@ static int dlv_reply_ok(struct worker *w, redisReply *reply, const char *what)
     if (reply && reply->type != REDIS_REPLY_ERROR)
         return 1;
     if (reply) {
-        LOG(LOG_ERROR, "redis refused a move", "move=%s error=\"%s\"", what, reply->str);
+        char q[512];
+        LOG(LOG_ERROR, "redis refused a move", "move=%s error=%s", what,
+            log_q(q, sizeof(q), reply->str, reply->len));
         w->moves_hold_until_ms = worker_now_ms(w) + 1000;
     }
     return 0;

@@ -57,12 +57,14 @@ static void fetch_on_block(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct worker *w = privdata;
     redisReply *reply = r;
+    char q[512];
     (void)ac;
     w->blocking = 0;
     if (reply && reply->type == REDIS_REPLY_STRING && w->blk_queue)
         worker_run_job(w, w->blk_queue, reply->str, reply->len);
     else if (reply && reply->type == REDIS_REPLY_ERROR)
-        LOG(LOG_ERROR, "blocking fetch failed", "error=\"%s\"", reply->str);
+        LOG(LOG_ERROR, "blocking fetch failed", "error=%s",
+            log_q(q, sizeof(q), reply->str, reply->len));
 }
 
 static void fetch_block(struct worker *w, const char *queue)
@@ -86,13 +88,14 @@ static void fetch_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct worker *w = privdata;
     redisReply *reply = r;
+    char q[512];
     (void)ac;
     w->fetching = 0;
     if (!reply)
         return; /* connection lost; orphan recovery after reconnect finds what moved */
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
-        LOG(LOG_ERROR, "fetch failed", "error=\"%s\"",
-            reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        const char *why = reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply";
+        LOG(LOG_ERROR, "fetch failed", "error=%s", log_q(q, sizeof(q), why, strlen(why)));
         ev_timer_set(&w->idle, 1.0, 0);
         ev_timer_start(w->loop, &w->idle);
         return;

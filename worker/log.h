@@ -32,8 +32,9 @@ void log_write(enum log_level l, const char *msg, const char *fmt, ...)
     } while (0)
 
 /*
- * Writes s into buf as a logfmt value: bare when it has no space, quote, '='
- * or control character, else quoted with \" \\ \n escapes; truncates to fit.
+ * Writes s into buf as a logfmt value: bare when it is not empty and has no space,
+ * quote, '=' or control character, else quoted with \" \\ \n \r \t \u00XX escapes;
+ * truncates to fit, never in the middle of an escape or a UTF-8 character.
  * len is the length of s (it need not be NUL-terminated). Returns buf.
  */
 const char *log_q(char *buf, size_t size, const char *s, size_t len);

@@ -232,12 +232,13 @@ static void master_retire_all(struct master *m)
 static void master_reload(struct master *m)
 {
     struct config *next = calloc(1, sizeof(*next));
-    char err[512];
+    char err[512], q[600];
     int level;
     if (!next)
         return;
     if (cfg_load(next, m->cfg->path, err, sizeof(err)) != 0) {
-        LOG(LOG_ERROR, "reload refused; keeping the running config", "error=\"%s\"", err);
+        LOG(LOG_ERROR, "reload refused; keeping the running config", "error=%s",
+            log_q(q, sizeof(q), err, strlen(err)));
         cfg_free(next);
         free(next);
         return;

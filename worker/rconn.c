@@ -102,7 +102,9 @@ static void rc_setup_reply(redisAsyncContext *ac, void *r, void *privdata)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
         /* Never echo AUTH's argument; the error text from Redis carries no secret. */
-        LOG(LOG_ERROR, "redis setup failed", "conn=%s error=\"%s\"", rc->name, reply->str);
+        char q[512];
+        LOG(LOG_ERROR, "redis setup failed", "conn=%s error=%s", rc->name,
+            log_q(q, sizeof(q), reply->str, reply->len));
         rc->setup_failed = 1;
     } else if (id >= 0 && reply->type == REDIS_REPLY_STRING && reply->len == 40) {
         memcpy(rc->sha[id], reply->str, 40);

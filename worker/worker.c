@@ -310,7 +310,8 @@ static int worker_init(struct worker *w, const struct config *cfg, const char *w
     w->started_ms = worker_now_ms(w);
     if (rurl_parse(cfg->redis_url, &w->url, err, sizeof(err)) != 0 ||
         reg_init(cfg, err, sizeof(err)) != 0) {
-        LOG(LOG_ERROR, "worker cannot start", "error=\"%s\"", err);
+        char q[300];
+        LOG(LOG_ERROR, "worker cannot start", "error=%s", log_q(q, sizeof(q), err, strlen(err)));
         return -1;
     }
     worker_keys(w);
