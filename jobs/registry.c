@@ -77,7 +77,7 @@ const struct job_type *reg_find(const char *name, size_t len)
 {
     for (size_t i = 0; i < reg_count; i++) {
         const char *n = reg_table[i].name;
-        if (strncmp(n, name, len) == 0 && n[len] == '\0')
+        if (strlen(n) == len && memcmp(n, name, len) == 0)
             return &reg_table[i];
     }
     return NULL;

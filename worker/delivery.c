@@ -95,6 +95,15 @@ static void dlv_log_failure(const struct job *job, const char *outcome, const ch
         e->traceparent.ptr ? log_q(tp, sizeof(tp), e->traceparent.ptr, e->traceparent.len) : "");
 }
 
+/* The move found the job gone: a reaper took it while we ran it, thinking us dead. */
+static void dlv_log_lost(const struct job *job)
+{
+    char jid[ENV_JID_MAX + 8];
+    LOG(LOG_WARN, "job was reclaimed while it ran here; this outcome is dropped",
+        "jid=%s move=%d", log_q(jid, sizeof(jid), job->env.jid.ptr, job->env.jid.len),
+        job->move);
+}
+
 static void dlv_to_dead(struct worker *w, struct job *job, const char *msg, int bump)
 {
     msgpack_sbuffer sb;
@@ -175,6 +184,7 @@ static int dlv_reply_ok(struct worker *w, redisReply *reply, const char *what)
     if (reply && reply->type != REDIS_REPLY_ERROR)
         return 1;
     if (reply) {
+        rc_note_error(w->cmd, reply);
         char q[512];
         LOG(LOG_ERROR, "redis refused a move", "move=%s error=%s", what,
             log_q(q, sizeof(q), reply->str, reply->len));
@@ -206,10 +216,14 @@ static void dlv_on_single(redisAsyncContext *ac, void *r, void *privdata)
     struct worker *w = job->w;
     (void)ac;
     w->moves_in_flight--;
-    if (dlv_reply_ok(w, r, "single"))
-        worker_release_job(w, job);
-    else
+    if (!dlv_reply_ok(w, r, "single")) {
         dlv_push(w, job);
+    } else {
+        redisReply *reply = r;
+        if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
+            dlv_log_lost(job);
+        worker_release_job(w, job);
+    }
     worker_check_drained(w);
 }
 
@@ -251,56 +265,95 @@ out:
     return rc;
 }
 
+/* An argument vector for one command: strings by strlen, bytes by length. */
+struct dlv_argv {
+    const char *v[20];
+    size_t len[20];
+    int n;
+};
+
+static void dlv_str(struct dlv_argv *a, const char *s)
+{
+    a->v[a->n] = s;
+    a->len[a->n++] = strlen(s);
+}
+
+static void dlv_bin(struct dlv_argv *a, const char *b, size_t len)
+{
+    a->v[a->n] = b;
+    a->len[a->n++] = len;
+}
+
+static int dlv_send(struct worker *w, struct dlv_argv *a, redisCallbackFn *fn, void *privdata)
+{
+    return rc_cmd(w->cmd, fn, privdata, a->n, a->v, a->len);
+}
+
 int dlv_send_requeue(struct worker *w, const char *proc_key, const char *queue, const char *raw,
-                     size_t len, const char *new_raw, size_t new_len, redisCallbackFn *fn,
-                     void *privdata)
+                     size_t len, const char *new_raw, size_t new_len, const char *guard,
+                     redisCallbackFn *fn, void *privdata)
 {
     char k_queue[WORKER_KEY_MAX];
+    struct dlv_argv a = {.n = 0};
     snprintf(k_queue, sizeof(k_queue), "%s%s", w->k.queue_prefix, queue);
-    const char *argv[7] = {"EVALSHA", rc_sha(w->cmd, SCR_REQUEUE), "2", proc_key, k_queue,
-                           raw, new_raw};
-    size_t lens[7] = {7, 40, 1, strlen(proc_key), strlen(k_queue), len, new_len};
-    return rc_cmd(w->cmd, fn, privdata, 7, argv, lens);
+    dlv_str(&a, "EVALSHA");
+    dlv_str(&a, rc_sha(w->cmd, SCR_REQUEUE));
+    dlv_str(&a, guard ? "3" : "2");
+    dlv_str(&a, proc_key);
+    dlv_str(&a, k_queue);
+    if (guard)
+        dlv_str(&a, guard);
+    dlv_bin(&a, raw, len);
+    dlv_bin(&a, new_raw, new_len);
+    return dlv_send(w, &a, fn, privdata);
 }
 
 int dlv_send_dead(struct worker *w, const char *proc_key, const char *raw, size_t len,
-                  const char *record, size_t record_len, int count_failed, redisCallbackFn *fn,
-                  void *privdata)
+                  const char *record, size_t record_len, int count_failed, const char *guard,
+                  redisCallbackFn *fn, void *privdata)
 {
     char k_dead[WORKER_KEY_MAX], k_dead_day[WORKER_KEY_MAX], k_trim[WORKER_KEY_MAX];
     char k_failed[WORKER_KEY_MAX], k_failed_day[WORKER_KEY_MAX], max[24];
+    struct dlv_argv a = {.n = 0};
     dlv_total_key(w, "dead", k_dead, sizeof(k_dead));
     dlv_day_key(w, "dead", k_dead_day, sizeof(k_dead_day));
     dlv_total_key(w, "dead_trimmed", k_trim, sizeof(k_trim));
     dlv_total_key(w, "failed", k_failed, sizeof(k_failed));
     dlv_day_key(w, "failed", k_failed_day, sizeof(k_failed_day));
     snprintf(max, sizeof(max), "%ld", w->cfg->dead_max_entries);
-    const char *argv[15] = {"EVALSHA", rc_sha(w->cmd, SCR_DEAD), "7", proc_key, w->k.dead,
-                            k_dead, k_dead_day, k_trim, k_failed, k_failed_day, raw, record, max,
-                            DLV_DAY_TTL, count_failed ? "1" : "0"};
-    size_t lens[15];
-    for (int i = 0; i < 15; i++)
-        lens[i] = strlen(argv[i]);
-    lens[10] = len;
-    lens[11] = record_len;
-    return rc_cmd(w->cmd, fn, privdata, 15, argv, lens);
+    dlv_str(&a, "EVALSHA");
+    dlv_str(&a, rc_sha(w->cmd, SCR_DEAD));
+    dlv_str(&a, guard ? "8" : "7");
+    const char *keys[7] = {proc_key, w->k.dead, k_dead, k_dead_day, k_trim, k_failed,
+                           k_failed_day};
+    for (int i = 0; i < 7; i++)
+        dlv_str(&a, keys[i]);
+    if (guard)
+        dlv_str(&a, guard);
+    dlv_bin(&a, raw, len);
+    dlv_bin(&a, record, record_len);
+    dlv_str(&a, max);
+    dlv_str(&a, DLV_DAY_TTL);
+    dlv_str(&a, count_failed ? "1" : "0");
+    return dlv_send(w, &a, fn, privdata);
 }
 
 static int dlv_send_retry(struct worker *w, struct job *job)
 {
     char k_failed[WORKER_KEY_MAX], k_day[WORKER_KEY_MAX], due[24];
+    struct dlv_argv a = {.n = 0};
     dlv_total_key(w, "failed", k_failed, sizeof(k_failed));
     dlv_day_key(w, "failed", k_day, sizeof(k_day));
     snprintf(due, sizeof(due), "%lld", (long long)job->due_ms);
-    const char *argv[11] = {"EVALSHA", rc_sha(w->cmd, SCR_RETRY), "4", w->k.processing,
-                            w->k.retry, k_failed, k_day, job->raw, job->payload, due,
-                            DLV_DAY_TTL};
-    size_t lens[11];
-    for (int i = 0; i < 11; i++)
-        lens[i] = strlen(argv[i]);
-    lens[7] = job->raw_len;
-    lens[8] = job->payload_len;
-    return rc_cmd(w->cmd, dlv_on_single, job, 11, argv, lens);
+    const char *head[7] = {"EVALSHA", rc_sha(w->cmd, SCR_RETRY), "4", w->k.processing,
+                           w->k.retry, k_failed, k_day};
+    for (int i = 0; i < 7; i++)
+        dlv_str(&a, head[i]);
+    dlv_bin(&a, job->raw, job->raw_len);
+    dlv_bin(&a, job->payload, job->payload_len);
+    dlv_str(&a, due);
+    dlv_str(&a, DLV_DAY_TTL);
+    return dlv_send(w, &a, dlv_on_single, job);
 }
 
 static int dlv_send_one(struct worker *w, struct job *job)
@@ -310,10 +363,10 @@ static int dlv_send_one(struct worker *w, struct job *job)
         return dlv_send_retry(w, job);
     case DLV_DEAD:
         return dlv_send_dead(w, w->k.processing, job->raw, job->raw_len, job->payload,
-                             job->payload_len, job->count_failed, dlv_on_single, job);
+                             job->payload_len, job->count_failed, NULL, dlv_on_single, job);
     case DLV_REQUEUE:
         return dlv_send_requeue(w, w->k.processing, job->queue, job->raw, job->raw_len, job->raw,
-                                job->raw_len, dlv_on_single, job);
+                                job->raw_len, NULL, dlv_on_single, job);
     default:
         return -1;
     }

@@ -32,13 +32,15 @@ void dlv_flush(struct worker *w);
 /* 1 when no move is queued or waiting for Redis. */
 int dlv_idle(const struct worker *w);
 
-/* Moves for bytes held in any processing list (the reaper, orphan recovery). */
+/* Moves for bytes held in any processing list (the reaper, orphan recovery).
+ * guard (may be NULL) is a heartbeat key: the move happens only while it is absent,
+ * so a reaper never takes jobs from a worker that turned out to be alive. */
 int dlv_send_requeue(struct worker *w, const char *proc_key, const char *queue, const char *raw,
-                     size_t len, const char *new_raw, size_t new_len, redisCallbackFn *fn,
-                     void *privdata);
+                     size_t len, const char *new_raw, size_t new_len, const char *guard,
+                     redisCallbackFn *fn, void *privdata);
 int dlv_send_dead(struct worker *w, const char *proc_key, const char *raw, size_t len,
-                  const char *record, size_t record_len, int count_failed, redisCallbackFn *fn,
-                  void *privdata);
+                  const char *record, size_t record_len, int count_failed, const char *guard,
+                  redisCallbackFn *fn, void *privdata);
 
 /* Writes the dead record for a valid envelope into out: the envelope with attempt,
  * error and failed_at set. */

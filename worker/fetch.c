@@ -60,9 +60,11 @@ static void fetch_on_block(redisAsyncContext *ac, void *r, void *privdata)
     char q[512];
     (void)ac;
     w->blocking = 0;
-    if (reply && reply->type == REDIS_REPLY_STRING && w->blk_queue)
+    if (!reply)
+        w->want_scan = 1; /* the BLMOVE may have moved a job we never saw */
+    else if (reply->type == REDIS_REPLY_STRING && w->blk_queue)
         worker_run_job(w, w->blk_queue, reply->str, reply->len);
-    else if (reply && reply->type == REDIS_REPLY_ERROR)
+    else if (reply->type == REDIS_REPLY_ERROR)
         LOG(LOG_ERROR, "blocking fetch failed", "error=%s",
             log_q(q, sizeof(q), reply->str, reply->len));
 }
@@ -96,6 +98,8 @@ static void fetch_on_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
         const char *why = reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply";
         LOG(LOG_ERROR, "fetch failed", "error=%s", log_q(q, sizeof(q), why, strlen(why)));
+        rc_note_error(w->cmd, reply);
+        w->want_scan = 1; /* a script that failed half-way may have moved jobs */
         ev_timer_set(&w->idle, 1.0, 0);
         ev_timer_start(w->loop, &w->idle);
         return;
@@ -117,7 +121,7 @@ void fetch_kick(struct worker *w)
     char count[16];
 
     if (w->stopping || w->fetching || w->blocking || ev_is_active(&w->idle) || want <= 0 ||
-        !w->registered || !rc_is_up(w->cmd))
+        !w->registered || w->want_scan || w->scanning || !rc_is_up(w->cmd))
         return;
     fetch_order(w, order);
     snprintf(count, sizeof(count), "%d", want);

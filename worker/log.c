@@ -46,6 +46,17 @@ const char *log_level_name(enum log_level l)
     return level_names[l];
 }
 
+void log_step(int delta)
+{
+    int l = (int)log_threshold + delta;
+    if (l < LOG_DEBUG)
+        l = LOG_DEBUG;
+    if (l > LOG_ERROR)
+        l = LOG_ERROR;
+    log_threshold = (enum log_level)l;
+    log_write(LOG_WARN, "log level changed", "level=%s", log_level_name(log_threshold));
+}
+
 static int needs_quotes(const char *s, size_t len)
 {
     if (len == 0)

@@ -39,6 +39,10 @@ void log_write(enum log_level l, const char *msg, const char *fmt, ...)
  */
 const char *log_q(char *buf, size_t size, const char *s, size_t len);
 
+/* Moves the threshold one level: -1 towards debug (SIGUSR1), +1 towards error
+ * (SIGUSR2); stays within debug..error. Logs the new level at warn. */
+void log_step(int delta);
+
 /* For signal handlers: writes msg and a newline with write(2) only. */
 void log_raw(const char *msg);
 

@@ -73,10 +73,29 @@ static void master_child_setup(struct master *m)
         _exit(0); /* the master died while we were being born */
 }
 
+/* The signals a worker handles. They stay blocked across fork() until the
+ * worker's own watchers exist (worker_main unblocks them), so a SIGTERM relayed
+ * to a newborn worker waits for it instead of landing on the master's copy. */
+static void master_block_signals(int how)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigprocmask(how, &set, NULL);
+}
+
 static void master_spawn(struct master *m, struct slot *s)
 {
     unsigned suffix = (unsigned)rand() & 0xffffff;
-    pid_t pid = fork();
+    pid_t pid;
+    master_block_signals(SIG_BLOCK);
+    pid = fork();
+    if (pid != 0)
+        master_block_signals(SIG_UNBLOCK);
     if (pid < 0) {
         LOG(LOG_ERROR, "fork failed", "errno=%d", errno);
         ev_timer_set(&s->restart, 1.0, 0);
@@ -149,11 +168,13 @@ static void master_slot_died(struct master *m, struct slot *s, int status)
 {
     double lived = ev_now(m->loop) - s->started, delay = 0;
     char how[32];
-    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    /* Only a signal means it died mid-job; an exit (even non-zero, e.g. the shutdown
+     * deadline) did not crash on the jobs it left. */
+    int crashed = WIFSIGNALED(status);
 
     master_describe_exit(status, how, sizeof(how));
     snprintf(s->pred_wid, sizeof(s->pred_wid), "%s", s->wid);
-    s->pred_crashed = !clean;
+    s->pred_crashed = crashed;
     s->pid = 0;
     if (m->stopping)
         return;
@@ -219,10 +240,13 @@ static void master_retire_all(struct master *m)
     for (int i = 0; i < m->nslots; i++) {
         struct slot *s = &m->slots[i];
         ev_timer_stop(m->loop, &s->restart);
-        if (s->pid > 0 && m->nretiring < MASTER_MAX_PROCS) {
-            kill(s->pid, SIGTERM);
+        if (s->pid <= 0)
+            continue;
+        kill(s->pid, SIGTERM);
+        if (m->nretiring < MASTER_MAX_PROCS)
             m->retiring[m->nretiring++] = s->pid;
-        }
+        else
+            LOG(LOG_WARN, "too many draining workers to track", "pid=%d", (int)s->pid);
     }
     free(m->slots);
     m->slots = NULL;
@@ -265,6 +289,7 @@ static void master_on_signal(struct ev_loop *loop, ev_signal *sig, int revents)
         break;
     case SIGUSR1:
     case SIGUSR2:
+        log_step(sig->signum == SIGUSR1 ? -1 : 1);
         master_signal_all(m, sig->signum);
         break;
     default:

@@ -197,6 +197,7 @@ void rc_free(struct rconn *rc)
     if (!rc)
         return;
     ev_timer_stop(rc->loop, &rc->retry);
+    rc->state = RC_DOWN; /* callbacks run by redisAsyncFree must not send */
     if (rc->ac) {
         redisAsyncContext *ac = rc->ac;
         rc->ac = NULL;
@@ -219,6 +220,16 @@ int rc_cmd(struct rconn *rc, redisCallbackFn *fn, void *privdata, int argc, cons
     if (redisAsyncCommandArgv(rc->ac, fn, privdata, argc, argv, argvlen) != REDIS_OK)
         return -1;
     return 0;
+}
+
+void rc_note_error(struct rconn *rc, const redisReply *reply)
+{
+    if (!rc || !reply || reply->type != REDIS_REPLY_ERROR || rc->state != RC_UP)
+        return;
+    if (strncmp(reply->str, "NOSCRIPT", 8) != 0)
+        return;
+    LOG(LOG_WARN, "redis lost our scripts; reconnecting to load them", "conn=%s", rc->name);
+    redisAsyncDisconnect(rc->ac);
 }
 
 const char *rc_sha(const struct rconn *rc, enum scr_id id)

@@ -52,6 +52,10 @@ int rc_is_up(const struct rconn *rc);
 int rc_cmd(struct rconn *rc, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
            const size_t *argvlen);
 
+/* Looks at an error reply: NOSCRIPT (SCRIPT FLUSH, a failover) drops the
+ * connection so that the reconnect loads the scripts again. */
+void rc_note_error(struct rconn *rc, const redisReply *reply);
+
 /* The SHA1 of a loaded script, valid while the connection is up. */
 const char *rc_sha(const struct rconn *rc, enum scr_id id);
 

@@ -36,6 +36,7 @@ struct reap {
     struct worker *w;
     char wid[WORKER_WID_MAX];
     char proc[WORKER_KEY_MAX];
+    char guard[WORKER_KEY_MAX]; /* P:worker:<wid> when reaping on an expired heartbeat */
     int crashed, self;
     int outstanding, full, failed, moved;
 };
@@ -72,7 +73,7 @@ static void upkeep_queue_of(const struct env *e, char *buf, size_t size)
 /* Sends the move for raw, held in proc: requeue (crashes raised when crashed),
  * or dead once poisoned or when it is no envelope. Returns rc_cmd's result. */
 static int upkeep_move_held(struct worker *w, const char *proc, const char *raw, size_t len,
-                            int crashed, redisCallbackFn *fn, void *privdata)
+                            int crashed, const char *guard, redisCallbackFn *fn, void *privdata)
 {
     struct env e;
     char err[256], queue[256];
@@ -82,12 +83,12 @@ static int upkeep_move_held(struct worker *w, const char *proc, const char *raw,
     msgpack_sbuffer_init(&sb);
     if (env_decode(&e, raw, len, (size_t)w->cfg->max_job_bytes, err, sizeof(err)) != 0) {
         env_malformed_record(raw, len, err, worker_now_ms(w), &sb);
-        rc = dlv_send_dead(w, proc, raw, len, sb.data, sb.size, 0, fn, privdata);
+        rc = dlv_send_dead(w, proc, raw, len, sb.data, sb.size, 0, guard, fn, privdata);
     } else if (crashed && e.crashes + 1 >= w->cfg->poison_limit) {
         e.crashes++;
         e.has |= ENV_HAS_CRASHES;
         dlv_dead_record(&e, "worker crashed while processing", worker_now_ms(w), 1, &sb);
-        rc = dlv_send_dead(w, proc, raw, len, sb.data, sb.size, 1, fn, privdata);
+        rc = dlv_send_dead(w, proc, raw, len, sb.data, sb.size, 1, guard, fn, privdata);
     } else {
         upkeep_queue_of(&e, queue, sizeof(queue));
         if (crashed) {
@@ -96,7 +97,7 @@ static int upkeep_move_held(struct worker *w, const char *proc, const char *raw,
             env_encode(&e, &sb);
         }
         rc = dlv_send_requeue(w, proc, queue, raw, len, crashed ? sb.data : raw,
-                              crashed ? sb.size : len, fn, privdata);
+                              crashed ? sb.size : len, guard, fn, privdata);
     }
     env_free(&e);
     msgpack_sbuffer_destroy(&sb);
@@ -106,6 +107,7 @@ static int upkeep_move_held(struct worker *w, const char *proc, const char *raw,
 /* ---- reaping one worker's processing list ---- */
 
 static void upkeep_reap_next(struct upkeep *u);
+static void upkeep_self_reap(struct worker *w);
 static void reap_range(struct reap *r);
 
 static void reap_end(struct reap *r)
@@ -145,9 +147,9 @@ static void reap_step(struct reap *r)
         return;
     }
     snprintf(k_worker, sizeof(k_worker), "%sworker:%s", w->k.prefix, r->wid);
-    const char *argv[7] = {"EVALSHA", rc_sha(w->cmd, SCR_UNREGISTER), "3", r->proc,
-                           w->k.workers, k_worker, r->wid};
-    if (rc_cmd(w->cmd, reap_on_unregister, r, 7, argv, NULL) != 0)
+    const char *argv[8] = {"EVALSHA", rc_sha(w->cmd, SCR_UNREGISTER), "3", r->proc,
+                           w->k.workers, k_worker, r->wid, r->guard[0] ? "guard" : ""};
+    if (rc_cmd(w->cmd, reap_on_unregister, r, 8, argv, NULL) != 0)
         reap_end(r);
 }
 
@@ -177,7 +179,8 @@ static void reap_on_range(redisAsyncContext *ac, void *r_, void *privdata)
     r->full = reply->elements == REAP_BATCH;
     for (size_t i = 0; i < reply->elements; i++) {
         redisReply *el = reply->element[i];
-        if (upkeep_move_held(r->w, r->proc, el->str, el->len, r->crashed, reap_on_move, r) == 0)
+        if (upkeep_move_held(r->w, r->proc, el->str, el->len, r->crashed,
+                             r->guard[0] ? r->guard : NULL, reap_on_move, r) == 0)
             r->outstanding++;
         else
             r->failed = 1;
@@ -197,7 +200,9 @@ static void reap_range(struct reap *r)
     }
 }
 
-static void upkeep_reap(struct upkeep *u, const char *wid, int crashed, int self)
+/* guarded: the wid looked dead only because its heartbeat expired, so every
+ * move checks the heartbeat is still gone (the master's word needs no guard). */
+static void upkeep_reap(struct upkeep *u, const char *wid, int crashed, int guarded)
 {
     struct reap *r = calloc(1, sizeof(*r));
     if (!r)
@@ -206,7 +211,8 @@ static void upkeep_reap(struct upkeep *u, const char *wid, int crashed, int self
     snprintf(r->wid, sizeof(r->wid), "%s", wid);
     snprintf(r->proc, sizeof(r->proc), "%sprocessing:%s", u->w->k.prefix, wid);
     r->crashed = crashed;
-    r->self = self;
+    if (guarded)
+        snprintf(r->guard, sizeof(r->guard), "%sworker:%s", u->w->k.prefix, wid);
     u->reap = r;
     reap_range(r);
 }
@@ -216,7 +222,7 @@ static void upkeep_reap_next(struct upkeep *u)
     if (u->reap || u->nwaiting == 0 || u->w->stopping)
         return;
     char *wid = u->waiting[--u->nwaiting];
-    upkeep_reap(u, wid, 1, 0);
+    upkeep_reap(u, wid, 1, 1);
     free(wid);
 }
 
@@ -389,21 +395,33 @@ static void orphan_on_range(redisAsyncContext *ac, void *r_, void *privdata)
     struct worker *w = privdata;
     redisReply *reply = r_;
     (void)ac;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY)
+    w->scanning = 0;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+        w->want_scan = 1;
         return;
+    }
     for (struct job *job = w->jobs; job; job = job->next)
         job->matched = 0;
     for (size_t i = 0; i < reply->elements; i++) {
         redisReply *el = reply->element[i];
         if (!upkeep_holds(w, el->str, el->len))
-            upkeep_move_held(w, w->k.processing, el->str, el->len, 0, orphan_on_move, NULL);
+            upkeep_move_held(w, w->k.processing, el->str, el->len, 0, NULL, orphan_on_move,
+                             NULL);
     }
 }
 
-static void upkeep_recover_orphans(struct worker *w)
+/* The scan waits while a BLMOVE is out: a job it moved but whose reply is still
+ * on its way would look like an orphan and run twice. fetch_kick() waits for the
+ * scan in turn. */
+void upkeep_scan_orphans(struct worker *w)
 {
     const char *argv[4] = {"LRANGE", w->k.processing, "0", "-1"};
-    rc_cmd(w->cmd, orphan_on_range, w, 4, argv, NULL);
+    if (!w->want_scan || w->scanning || w->blocking || w->finishing || !rc_is_up(w->cmd))
+        return;
+    if (rc_cmd(w->cmd, orphan_on_range, w, 4, argv, NULL) == 0) {
+        w->want_scan = 0;
+        w->scanning = 1;
+    }
 }
 
 /* ---- lifecycle ---- */
@@ -411,9 +429,13 @@ static void upkeep_recover_orphans(struct worker *w)
 void upkeep_on_up(struct worker *w)
 {
     struct upkeep *u = w->upkeep;
+    if (w->finishing) {
+        upkeep_self_reap(w); /* shutdown was waiting for Redis */
+        return;
+    }
     upkeep_beat(u);
     if (u->ever_up) {
-        upkeep_recover_orphans(w);
+        w->want_scan = 1; /* a fetch reply may have been lost with the connection */
         return;
     }
     u->ever_up = 1;
@@ -424,6 +446,21 @@ void upkeep_on_up(struct worker *w)
     ev_timer_start(w->loop, &u->reaper);
     if (u->pred_wid[0])
         upkeep_reap(u, u->pred_wid, u->pred_crashed, 0);
+
+}
+
+static void upkeep_self_reap(struct worker *w)
+{
+    struct reap *r = calloc(1, sizeof(*r));
+    if (!r) {
+        ev_break(w->loop, EVBREAK_ALL);
+        return;
+    }
+    r->w = w;
+    snprintf(r->wid, sizeof(r->wid), "%s", w->wid);
+    snprintf(r->proc, sizeof(r->proc), "%s", w->k.processing);
+    r->self = 1;
+    reap_range(r);
 }
 
 void upkeep_finish(struct worker *w)
@@ -431,16 +468,13 @@ void upkeep_finish(struct worker *w)
     struct upkeep *u = w->upkeep;
     ev_timer_stop(w->loop, &u->promote);
     ev_timer_stop(w->loop, &u->reaper);
-    if (!rc_is_up(w->cmd))
-        return; /* the hard deadline ends us; the reaper of another worker cleans up */
-    struct reap *r = calloc(1, sizeof(*r));
-    if (!r)
+    if (!w->registered) {
+        ev_break(w->loop, EVBREAK_ALL); /* never fetched, so it holds nothing in Redis */
         return;
-    r->w = w;
-    snprintf(r->wid, sizeof(r->wid), "%s", w->wid);
-    snprintf(r->proc, sizeof(r->proc), "%s", w->k.processing);
-    r->self = 1;
-    reap_range(r);
+    }
+    /* While Redis is away this waits for upkeep_on_up(); the hard deadline bounds it. */
+    if (rc_is_up(w->cmd))
+        upkeep_self_reap(w);
 }
 
 int upkeep_start(struct worker *w, const char *pred_wid, int pred_crashed)

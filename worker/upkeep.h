@@ -19,6 +19,10 @@ void upkeep_free(struct worker *w);
  * time, recover orphans after a reconnect. */
 void upkeep_on_up(struct worker *w);
 
+/* Requeues what our processing list holds that no held job accounts for, when
+ * w->want_scan asks for it (after a reconnect or a failed fetch). */
+void upkeep_scan_orphans(struct worker *w);
+
 /* Shutdown's last step: requeue whatever is left in our processing list,
  * leave P:workers, then stop the loop. */
 void upkeep_finish(struct worker *w);

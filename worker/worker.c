@@ -202,6 +202,10 @@ static void worker_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     (void)revents;
     if (s->signum == SIGHUP)
         return; /* the master reloads by replacing its workers */
+    if (s->signum == SIGUSR1 || s->signum == SIGUSR2) {
+        log_step(s->signum == SIGUSR1 ? -1 : 1);
+        return;
+    }
     if (!w->stopping)
         worker_begin_drain(w);
     else if (w->stopping == 1)
@@ -231,6 +235,7 @@ static void worker_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     (void)loop;
     (void)revents;
     dlv_flush(w);
+    upkeep_scan_orphans(w);
     fetch_kick(w);
 }
 
@@ -275,11 +280,23 @@ static void worker_keys(struct worker *w)
     snprintf(k->stats_prefix, sizeof(k->stats_prefix), "%s:stats:", p);
 }
 
+static void worker_unblock_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
 static void worker_watchers(struct worker *w)
 {
-    ev_signal *sigs[3] = {&w->sig_term, &w->sig_int, &w->sig_hup};
-    int nums[3] = {SIGTERM, SIGINT, SIGHUP};
-    for (int i = 0; i < 3; i++) {
+    ev_signal *sigs[5] = {&w->sig_term, &w->sig_int, &w->sig_hup, &w->sig_usr1, &w->sig_usr2};
+    int nums[5] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+    for (int i = 0; i < 5; i++) {
         ev_signal_init(sigs[i], worker_on_signal, nums[i]);
         sigs[i]->data = w;
         ev_signal_start(w->loop, sigs[i]);
@@ -293,6 +310,7 @@ static void worker_watchers(struct worker *w)
     w->shutdown_timer.data = w;
     ev_timer_init(&w->hard_deadline, worker_on_hard_deadline, 0, 0);
     w->hard_deadline.data = w;
+    worker_unblock_signals(); /* the master blocked them across fork(); see master.c */
 }
 
 static int worker_init(struct worker *w, const struct config *cfg, const char *wid)

@@ -63,6 +63,7 @@ struct worker {
     int fetching;           /* a fetch script is in flight */
     int blocking;           /* a BLMOVE is in flight on blk */
     const char *blk_queue;  /* the queue it waits on */
+    int want_scan, scanning; /* orphan recovery wanted / in flight (upkeep.c) */
     int stopping;           /* 0 running, 1 draining, 2 stop now */
     int finishing;          /* the final self-requeue has been sent */
     int exit_code;
@@ -76,7 +77,7 @@ struct worker {
     ev_timer idle;          /* polls when blocking is not possible */
     ev_timer shutdown_timer;
     ev_timer hard_deadline;
-    ev_signal sig_term, sig_int, sig_hup;
+    ev_signal sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
 
     struct upkeep *upkeep;
 };

@@ -86,6 +86,8 @@ static void test_config_overrides_apply_to_one_type(void **state)
                          .backoff_cap = 2.0};
     char err[256];
     const struct job_type *t;
+    struct cfg_type *saved = c->types;
+    int nsaved = c->ntypes;
     (void)state;
     c->types = &o;
     c->ntypes = 1;
@@ -98,8 +100,8 @@ static void test_config_overrides_apply_to_one_type(void **state)
     assert_true(t->backoff.factor == 1.0); /* unset: the default stays */
     assert_true(t->backoff.cap == 2.0);
     assert_int_equal(sys_noop_type.max_attempts, 25); /* the built-in is untouched */
-    c->types = NULL;
-    c->ntypes = 0;
+    c->types = saved;
+    c->ntypes = nsaved;
     drop(c);
 }
 
@@ -109,13 +111,15 @@ static void test_unknown_type_in_config_is_an_error(void **state)
     struct cfg_type o = {.name = "sys.nope", .max_attempts = -1, .timeout = -1,
                          .backoff_base = -1, .backoff_factor = -1, .backoff_cap = -1};
     char err[256];
+    struct cfg_type *saved = c->types;
+    int nsaved = c->ntypes;
     (void)state;
     c->types = &o;
     c->ntypes = 1;
     assert_int_equal(reg_init(c, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "sys.nope"));
-    c->types = NULL;
-    c->ntypes = 0;
+    c->types = saved;
+    c->ntypes = nsaved;
     drop(c);
 }
 

@@ -7,6 +7,7 @@
 -- KEYS[5]  P:stats:dead_trimmed    entries dropped by the cap, so none vanish unseen
 -- KEYS[6]  P:stats:failed
 -- KEYS[7]  P:stats:failed:<YYYY-MM-DD>
+-- KEYS[8]  optional P:worker:<wid>: the reaper's guard, as in requeue.lua
 -- ARGV[1]  the job's bytes as fetched
 -- ARGV[2]  the dead-letter record (the envelope with error and failed_at, or the
 --          malformed-record map that keeps the raw bytes)
@@ -16,6 +17,9 @@
 --
 -- Returns 1 if moved, 0 if the job was no longer ours.
 -- Invariant: the job is in exactly one place; running this twice moves it once.
+if KEYS[8] and redis.call('EXISTS', KEYS[8]) == 1 then
+    return 0
+end
 if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then
     return 0
 end

@@ -19,8 +19,10 @@ for i = 3, #ARGV do
     if redis.call('SISMEMBER', KEYS[2], q) == 0 then
         if out[1] == "" then out[1] = q end
         if want > 0 then
-            local items = redis.call('RPOP', ARGV[2] .. q, want)
-            if items then
+            -- pcall: a queue key of the wrong type must not abort the script after
+            -- earlier queues were already moved (Redis does not roll back)
+            local items = redis.pcall('RPOP', ARGV[2] .. q, want)
+            if type(items) == 'table' and not items.err and #items > 0 then
                 redis.call('LPUSH', KEYS[1], unpack(items))
                 for _, job in ipairs(items) do
                     out[#out + 1] = q
