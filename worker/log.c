@@ -54,7 +54,7 @@ void log_step(int delta)
     if (l > LOG_ERROR)
         l = LOG_ERROR;
     log_threshold = (enum log_level)l;
-    log_write(LOG_WARN, "log level changed", "level=%s", log_level_name(log_threshold));
+    log_write(LOG_WARN, "log level changed", "threshold=%s", log_level_name(log_threshold));
 }
 
 static int needs_quotes(const char *s, size_t len)
