@@ -291,8 +291,8 @@ static int scan_one(struct scan *s, uint64_t *items)
  * stack holds, per open container, how many objects it still expects; an
  * object that completes pops every container it was the last one of.
  */
-static int scan_object(const unsigned char *p, size_t len, size_t *end, char *err,
-                       size_t errlen)
+static int scan_object(const unsigned char *p, size_t len, size_t *end, unsigned max_depth,
+                       char *err, size_t errlen)
 {
     struct scan s = {p, len, 0, err, errlen};
     uint64_t left[SCAN_MAX_DEPTH];
@@ -309,9 +309,9 @@ static int scan_object(const unsigned char *p, size_t len, size_t *end, char *er
         rc = scan_one(&s, &items);
         if (rc < 0)
             return rc;
-        if (rc == 1 && depth == SCAN_MAX_DEPTH)
+        if (rc == 1 && depth == max_depth)
             return fail(err, errlen, ENV_E_NOT_MSGPACK,
-                        "not msgpack: nested deeper than %d levels", SCAN_MAX_DEPTH);
+                        "not msgpack: nested deeper than %u levels", max_depth);
         if (rc == 1 && items > 0) {
             left[depth++] = items;
             continue;
@@ -519,7 +519,7 @@ int env_decode(struct env *e, const char *raw, size_t len, size_t max_bytes, cha
     if (len > max_bytes)
         return fail(err, errlen, ENV_E_TOO_BIG, "envelope is %zu bytes, over the limit of %zu",
                     len, max_bytes);
-    rc = scan_object((const unsigned char *)raw, len, &end, err, errlen);
+    rc = scan_object((const unsigned char *)raw, len, &end, SCAN_MAX_DEPTH, err, errlen);
     if (rc < 0)
         return rc;
     rc = unpack_owned(&e->unp, raw, end, err, errlen);
@@ -659,7 +659,9 @@ static int args_ok(const char *args, size_t len)
 {
     size_t end;
 
-    if (scan_object((const unsigned char *)args, len, &end, NULL, 0) < 0 || end != len)
+    /* args sit one level inside the envelope, so they get one level less */
+    if (scan_object((const unsigned char *)args, len, &end, SCAN_MAX_DEPTH - 1, NULL, 0) < 0 ||
+        end != len)
         return 0;
     return ((unsigned char)args[0] >= 0x80 && (unsigned char)args[0] <= 0x8f) ||
            (unsigned char)args[0] == 0xde || (unsigned char)args[0] == 0xdf;
@@ -698,7 +700,7 @@ static struct env_str salvage_jid(msgpack_unpacked *unp, const char *raw, size_t
     const msgpack_object *root = &unp->data;
     size_t end, off = 0;
 
-    if (scan_object((const unsigned char *)raw, len, &end, NULL, 0) < 0)
+    if (scan_object((const unsigned char *)raw, len, &end, SCAN_MAX_DEPTH, NULL, 0) < 0)
         return none;
     if (msgpack_unpack_next(unp, raw, end, &off) != MSGPACK_UNPACK_SUCCESS)
         return none;

@@ -613,6 +613,42 @@ static void test_nesting_limit_matches_msgpack_c(void **state)
     free(hex);
 }
 
+/* args for env_new: {"a": [[...[1]...]]} with `arrays` arrays, so args are
+ * arrays + 1 levels deep and the envelope one more. */
+static void test_env_new_refuses_args_the_worker_would_refuse(void **state)
+{
+    struct bytes b;
+    msgpack_sbuffer sb;
+    struct env e;
+    char err[256];
+    struct env_new n = {.jid = "j1", .type = "t", .created_at = 1, .max_attempts = -1};
+    (void)state;
+
+    for (int arrays = 30; arrays <= 31; arrays++) {
+        char *hex = malloc(2 * 40 + 8);
+        assert_non_null(hex);
+        strcpy(hex, "81a161");
+        for (int i = 0; i < arrays; i++)
+            strcat(hex, "91");
+        strcat(hex, "01");
+        b = unhex(hex);
+        n.args = (const char *)b.p;
+        n.args_len = b.len;
+        msgpack_sbuffer_init(&sb);
+        if (arrays == 30) {
+            /* 31 levels of args + the root: exactly what a worker accepts */
+            assert_int_equal(env_new(&n, &sb), 0);
+            assert_int_equal(env_decode(&e, sb.data, sb.size, 1 << 20, err, sizeof(err)), ENV_OK);
+            env_free(&e);
+        } else {
+            assert_int_equal(env_new(&n, &sb), -EINVAL);
+        }
+        msgpack_sbuffer_destroy(&sb);
+        free(b.p);
+        free(hex);
+    }
+}
+
 /* ---- ownership ---- */
 
 static void test_decode_does_not_keep_the_input(void **state)
@@ -930,6 +966,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_unknown_keys_are_kept),
         cmocka_unit_test(test_explicit_v1_is_accepted_and_kept),
         cmocka_unit_test(test_nesting_limit_matches_msgpack_c),
+        cmocka_unit_test(test_env_new_refuses_args_the_worker_would_refuse),
         cmocka_unit_test(test_decode_does_not_keep_the_input),
         cmocka_unit_test(test_set_error_copies_and_can_be_cleared),
         cmocka_unit_test(test_set_error_works_after_a_failed_decode),
