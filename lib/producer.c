@@ -393,7 +393,7 @@ int stj_job_encode(const stj_job *j, char **out, size_t *len)
 static int check_args(const char *args, size_t len, char *err, size_t errlen)
 {
     struct env_new n = {.jid = "x", .type = "t", .args = args, .args_len = len, .max_attempts = -1};
-    char why[256] = "args must be exactly one msgpack map";
+    char why[256] = "must be exactly one msgpack map, nested at most 31 levels";
     msgpack_sbuffer sb;
     struct env e;
     int rc;
