@@ -79,12 +79,7 @@ static void master_child_setup(struct master *m)
 static void master_block_signals(int how)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGUSR2);
+    worker_signals(&set);
     sigprocmask(how, &set, NULL);
 }
 

@@ -280,15 +280,20 @@ static void worker_keys(struct worker *w)
     snprintf(k->stats_prefix, sizeof(k->stats_prefix), "%s:stats:", p);
 }
 
+void worker_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+    sigaddset(set, SIGUSR2);
+}
+
 static void worker_unblock_signals(void)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGUSR2);
+    worker_signals(&set);
     sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 

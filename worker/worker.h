@@ -20,6 +20,7 @@
 #define STELLER_WORKER_H
 
 #include <ev.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -101,6 +102,9 @@ void worker_release_job(struct worker *w, struct job *job);
 void worker_check_drained(struct worker *w);
 
 int64_t worker_now_ms(const struct worker *w);
+
+/* The signals a worker process handles (the master blocks them across fork). */
+void worker_signals(sigset_t *set);
 
 /* fetch.c */
 void fetch_kick(struct worker *w);
