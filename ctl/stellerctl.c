@@ -6,7 +6,7 @@
  * Each verb is one row of the verbs[] table (name, function, usage, help) and one
  * cmd_<verb>() function; adding a verb (dead, retry, queue, workers, migrate,
  * sweep) adds a row and a function, nothing else. A verb parses its own options
- * with next_opt(), which also accepts the global ones anywhere on the line, so
+ * with ctl_next_opt(), which also accepts the global ones anywhere on the line, so
  * `stellerctl stats --prefix x` works as well as `stellerctl --prefix x stats`.
  *
  * Where Redis is: --redis URL, else (with -c FILE) the file's redis.url, which
@@ -14,6 +14,10 @@
  * redis://127.0.0.1:6379/0. The prefix: --prefix, else the file's redis.prefix,
  * else "steller". The connection is opened only by verbs that need it, so --help
  * works anywhere.
+ *
+ * The verbs that look at jobs and move them (dead, retry, queue, workers) live in
+ * ops.c; ops.h is what the two files share (struct ctl, exit codes, option codes,
+ * the helpers for options, messages and replies).
  *
  * Jobs are pushed with libstellerjobs (include/steller/jobs.h), the same library
  * producers link. Everything else reads keys directly with hiredis, pipelining
@@ -29,14 +33,18 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
+#include "migrate.h"
 #include "redisurl.h"
+#include "ops.h"
 #include "steller/jobs.h"
 
 #define DEFAULT_URL "redis://127.0.0.1:6379/0"
@@ -44,52 +52,6 @@
 #define MAX_OPTS 32
 #define MAX_COUNT 1000000000LL
 #define DEFAULT_MAX_JOB_BYTES 262144 /* max_job_bytes when no config file says otherwise */
-
-enum ctl_exit {
-    CTL_CONTINUE = -1, /* not an exit code: a verb's parser says "go on" */
-    CTL_OK = 0,
-    CTL_FAILED = 1, /* not found, or Redis answered with an error */
-    CTL_USAGE = 2,
-    CTL_UNREACHABLE = 3,
-};
-
-/* Long-only option codes, out of the range of short option characters. */
-enum {
-    OPT_STOP = 0x100, /* next_opt(): return ctl->status now */
-    OPT_REDIS,
-    OPT_PREFIX,
-    OPT_QUEUE,
-    OPT_ARGS,
-    OPT_IN,
-    OPT_JID,
-    OPT_COUNT,
-    OPT_MAX_ATTEMPTS,
-    OPT_JSON,
-};
-
-struct verb;
-
-struct ctl {
-    const struct verb *verb; /* the verb being run, NULL while parsing global options */
-    int status;              /* exit code to return when next_opt() says OPT_STOP */
-
-    /* as given on the command line */
-    const char *config_path;
-    const char *opt_redis;
-    const char *opt_prefix;
-
-    /* resolved by ctl_settings() */
-    int resolved;
-    struct config cfg;
-    int have_cfg;
-    const char *url;
-    const char *url_source; /* where url came from, for messages */
-    const char *prefix;
-    struct rurl where; /* parsed url: host, port, path, db; password never printed */
-
-    stj_client *client;
-    redisContext *rc;
-};
 
 struct verb {
     const char *name;
@@ -103,9 +65,7 @@ static const struct verb verbs[];
 
 /* ---- messages ---- */
 
-static int complain(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int complain(int status, const char *fmt, ...)
+int ctl_complain(int status, const char *fmt, ...)
 {
     va_list ap;
 
@@ -117,10 +77,7 @@ static int complain(int status, const char *fmt, ...)
     return status;
 }
 
-static int usage_error(const struct ctl *ctl, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const struct ctl *ctl, const char *fmt, ...)
+int ctl_usage(const struct ctl *ctl, const char *fmt, ...)
 {
     va_list ap;
 
@@ -193,11 +150,11 @@ static int global_opt(struct ctl *ctl, int opt, const char *bad_option)
         ctl->status = CTL_OK;
         return OPT_STOP;
     case ':':
-        ctl->status = usage_error(ctl, "option '%s' needs a value", bad_option);
+        ctl->status = ctl_usage(ctl, "option '%s' needs a value", bad_option);
         return OPT_STOP;
     default:
         /* '?': unknown here, though maybe an option of another verb */
-        ctl->status = usage_error(ctl, "unknown option '%s'", bad_option);
+        ctl->status = ctl_usage(ctl, "unknown option '%s'", bad_option);
         return OPT_STOP;
     }
 }
@@ -207,7 +164,7 @@ static int global_opt(struct ctl *ctl, int opt, const char *bad_option)
  * global ones. Returns the next verb option, -1 when there are no more, or
  * OPT_STOP when the caller should return ctl->status (help, version, error).
  */
-static int next_opt(struct ctl *ctl, int argc, char **argv, const struct option *verb_opts)
+int ctl_next_opt(struct ctl *ctl, int argc, char **argv, const struct option *verb_opts)
 {
     struct option all[MAX_OPTS];
     char bad[8];
@@ -236,7 +193,7 @@ static int next_opt(struct ctl *ctl, int argc, char **argv, const struct option 
     }
 }
 
-static int parse_ll(const char *s, long long lo, long long hi, long long *out)
+int ctl_parse_ll(const char *s, long long lo, long long hi, long long *out)
 {
     char *end;
     long long v;
@@ -251,7 +208,7 @@ static int parse_ll(const char *s, long long lo, long long hi, long long *out)
 
 /* ---- connection ---- */
 
-static int64_t now_ms(void)
+int64_t ctl_now_ms(void)
 {
     struct timespec ts;
 
@@ -283,7 +240,7 @@ static int ctl_settings(struct ctl *ctl)
         return CTL_OK;
     if (ctl->config_path) {
         if (cfg_load(&ctl->cfg, ctl->config_path, err, sizeof err) != 0)
-            return complain(CTL_USAGE, "%s", err);
+            return ctl_complain(CTL_USAGE, "%s", err);
         ctl->have_cfg = 1;
     }
     if (ctl->opt_redis) {
@@ -303,15 +260,15 @@ static int ctl_settings(struct ctl *ctl)
                   : ctl->have_cfg ? ctl->cfg.redis_prefix
                                   : DEFAULT_PREFIX;
     if (!ctl->prefix[0])
-        return complain(CTL_USAGE, "the key prefix must not be empty");
+        return ctl_complain(CTL_USAGE, "the key prefix must not be empty");
     if (rurl_parse(ctl->url, &ctl->where, err, sizeof err) < 0)
-        return complain(CTL_USAGE, "bad Redis URL in %s: %s", ctl->url_source, err);
+        return ctl_complain(CTL_USAGE, "bad Redis URL in %s: %s", ctl->url_source, err);
     explicit_bzero(ctl->where.password, sizeof ctl->where.password);
     ctl->resolved = 1;
     return CTL_OK;
 }
 
-static int ctl_connect(struct ctl *ctl)
+int ctl_connect(struct ctl *ctl)
 {
     char err[512];
     int rc = ctl_settings(ctl);
@@ -321,7 +278,7 @@ static int ctl_connect(struct ctl *ctl)
     /* The URL was parsed above, so any failure here is Redis's, not the user's. */
     ctl->client = stj_connect(ctl->url, ctl->prefix, err, sizeof err);
     if (!ctl->client)
-        return complain(CTL_UNREACHABLE, "%s", err);
+        return ctl_complain(CTL_UNREACHABLE, "%s", err);
     ctl->rc = stj_client_redis(ctl->client);
     return CTL_OK;
 }
@@ -349,7 +306,7 @@ static int status_of(int code)
 /* ---- Redis reading helpers ---- */
 
 /* Checks one reply read from ctl->rc; prints why it is unusable. */
-static int reply_status(struct ctl *ctl, const redisReply *r, const char *what)
+int ctl_reply_status(struct ctl *ctl, const redisReply *r, const char *what)
 {
     char where[400];
 
@@ -357,9 +314,9 @@ static int reply_status(struct ctl *ctl, const redisReply *r, const char *what)
         return CTL_OK;
     describe_redis(ctl, where, sizeof where);
     if (!r)
-        return complain(CTL_UNREACHABLE, "Redis at %s: %s: %s", where, what,
-                        ctl->rc->errstr[0] ? ctl->rc->errstr : "connection lost");
-    return complain(CTL_FAILED, "Redis at %s: %s: %s", where, what, r->str);
+        return ctl_complain(CTL_UNREACHABLE, "Redis at %s: %s: %s", where, what,
+                            ctl->rc->errstr[0] ? ctl->rc->errstr : "connection lost");
+    return ctl_complain(CTL_FAILED, "Redis at %s: %s: %s", where, what, r->str);
 }
 
 /* Reads the next pipelined reply into *out; the caller frees it. */
@@ -370,7 +327,7 @@ static int read_reply(struct ctl *ctl, redisReply **out, const char *what)
     if (redisGetReply(ctl->rc, &r) != REDIS_OK)
         r = NULL;
     *out = r;
-    return reply_status(ctl, r, what);
+    return ctl_reply_status(ctl, r, what);
 }
 
 /* An integer reply, or a counter stored as a string (nil counts as 0). */
@@ -470,19 +427,19 @@ static int scan_names(struct ctl *ctl, const char *middle, const char *type, str
     int rc = CTL_OK;
 
     if (!pat)
-        return complain(CTL_FAILED, "out of memory");
+        return ctl_complain(CTL_FAILED, "out of memory");
     do {
         redisReply *r =
             redisCommand(ctl->rc, "SCAN %s MATCH %s COUNT 1000 TYPE %s", cursor, pat, type);
 
-        rc = reply_status(ctl, r, "SCAN");
+        rc = ctl_reply_status(ctl, r, "SCAN");
         if (rc == CTL_OK && (r->type != REDIS_REPLY_ARRAY || r->elements != 2))
-            rc = complain(CTL_FAILED, "SCAN: unexpected reply");
+            rc = ctl_complain(CTL_FAILED, "SCAN: unexpected reply");
         for (size_t i = 0; rc == CTL_OK && i < r->element[1]->elements; i++) {
             const redisReply *k = r->element[1]->element[i];
             if (k->len > skip && strlist_find(out, k->str + skip) < 0 &&
                 strlist_add(out, k->str + skip, k->len - skip) < 0)
-                rc = complain(CTL_FAILED, "out of memory");
+                rc = ctl_complain(CTL_FAILED, "out of memory");
         }
         if (rc == CTL_OK)
             snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
@@ -517,7 +474,7 @@ static int enqueue_parse(struct ctl *ctl, int argc, char **argv, struct enqueue_
     int opt;
 
     *o = (struct enqueue_opts){.in = -1, .max_attempts = -1};
-    while ((opt = next_opt(ctl, argc, argv, opts)) != -1) {
+    while ((opt = ctl_next_opt(ctl, argc, argv, opts)) != -1) {
         switch (opt) {
         case OPT_QUEUE: o->queue = optarg; break;
         case OPT_ARGS: o->args = optarg; break;
@@ -525,32 +482,32 @@ static int enqueue_parse(struct ctl *ctl, int argc, char **argv, struct enqueue_
         case OPT_IN:
             o->in = strtod(optarg, &end);
             if (end == optarg || *end || !isfinite(o->in) || o->in < 0 || o->in > 1e10)
-                return usage_error(ctl, "--in wants seconds >= 0, got '%s'", optarg);
+                return ctl_usage(ctl, "--in wants seconds >= 0, got '%s'", optarg);
             break;
         case OPT_COUNT:
-            if (parse_ll(optarg, 1, MAX_COUNT, &o->count) < 0)
-                return usage_error(ctl, "--count wants 1..%lld, got '%s'", MAX_COUNT, optarg);
+            if (ctl_parse_ll(optarg, 1, MAX_COUNT, &o->count) < 0)
+                return ctl_usage(ctl, "--count wants 1..%lld, got '%s'", MAX_COUNT, optarg);
             break;
         case OPT_MAX_ATTEMPTS:
-            if (parse_ll(optarg, 1, INT_MAX, &o->max_attempts) < 0)
-                return usage_error(ctl, "--max-attempts wants 1..%d, got '%s'", INT_MAX, optarg);
+            if (ctl_parse_ll(optarg, 1, INT_MAX, &o->max_attempts) < 0)
+                return ctl_usage(ctl, "--max-attempts wants 1..%d, got '%s'", INT_MAX, optarg);
             break;
         default: return ctl->status;
         }
     }
     if (optind >= argc)
-        return usage_error(ctl, "enqueue needs a job TYPE");
+        return ctl_usage(ctl, "enqueue needs a job TYPE");
     if (optind + 1 < argc)
-        return usage_error(ctl, "unexpected argument '%s'", argv[optind + 1]);
+        return ctl_usage(ctl, "unexpected argument '%s'", argv[optind + 1]);
     o->type = argv[optind];
     if (!o->type[0])
-        return usage_error(ctl, "the job TYPE must not be empty");
+        return ctl_usage(ctl, "the job TYPE must not be empty");
     if (o->queue && !o->queue[0])
-        return usage_error(ctl, "--queue must not be empty");
+        return ctl_usage(ctl, "--queue must not be empty");
     if (o->jid && (!o->jid[0] || strlen(o->jid) > STJ_JID_MAX))
-        return usage_error(ctl, "--jid must be 1-%d bytes", STJ_JID_MAX);
+        return ctl_usage(ctl, "--jid must be 1-%d bytes", STJ_JID_MAX);
     if (o->jid && o->count > 1)
-        return usage_error(ctl, "--jid names one job; it cannot go with --count %lld", o->count);
+        return ctl_usage(ctl, "--jid names one job; it cannot go with --count %lld", o->count);
     return CTL_CONTINUE;
 }
 
@@ -585,14 +542,14 @@ static int args_text(const char *arg, char **json)
 
     if (arg[0] != '@' && strcmp(arg, "-") != 0) {
         *json = strdup(arg);
-        return *json ? CTL_OK : complain(CTL_FAILED, "out of memory");
+        return *json ? CTL_OK : ctl_complain(CTL_FAILED, "out of memory");
     }
     if (arg[0] == '@' && !(f = fopen(arg + 1, "r")))
-        return complain(CTL_USAGE, "--args %s: %s", arg, strerror(errno));
+        return ctl_complain(CTL_USAGE, "--args %s: %s", arg, strerror(errno));
     *json = read_all(f);
     if (f != stdin)
         fclose(f);
-    return *json ? CTL_OK : complain(CTL_USAGE, "--args %s: cannot read it", arg);
+    return *json ? CTL_OK : ctl_complain(CTL_USAGE, "--args %s: cannot read it", arg);
 }
 
 /* The queue a job goes to: --queue, else the config's per-type queue, else the built-in map. */
@@ -618,7 +575,7 @@ static int make_jobs(const struct ctl *ctl, const struct enqueue_opts *o, const 
         int rc;
 
         if (!j)
-            return complain(CTL_FAILED, "cannot make a job (out of memory or no randomness)");
+            return ctl_complain(CTL_FAILED, "cannot make a job (out of memory or no randomness)");
         rc = stj_job_set_queue(j, enqueue_queue(ctl, o));
         if (rc == 0 && o->jid)
             rc = stj_job_set_jid(j, o->jid);
@@ -626,9 +583,9 @@ static int make_jobs(const struct ctl *ctl, const struct enqueue_opts *o, const 
             rc = stj_job_set_max_attempts(j, o->max_attempts);
         if (rc == 0 && args &&
             (rc = stj_job_set_args_msgpack(j, args, args_len, err, sizeof err)) < 0)
-            return complain(status_of(rc), "%s", err);
+            return ctl_complain(status_of(rc), "%s", err);
         if (rc < 0)
-            return complain(status_of(rc), "%s", stj_strerror(rc));
+            return ctl_complain(status_of(rc), "%s", stj_strerror(rc));
     }
     return CTL_OK;
 }
@@ -645,13 +602,13 @@ static int check_size(const struct ctl *ctl, const stj_job *j)
     int rc = stj_job_encode(j, &buf, &len);
 
     if (rc < 0)
-        return complain(status_of(rc), "cannot encode the job: %s", stj_strerror(rc));
+        return ctl_complain(status_of(rc), "cannot encode the job: %s", stj_strerror(rc));
     free(buf);
     if ((long)len > limit)
-        return complain(CTL_USAGE,
-                        "the job is %zu bytes, over max_job_bytes (%ld): workers would "
-                        "dead-letter it unread",
-                        len, limit);
+        return ctl_complain(CTL_USAGE,
+                            "the job is %zu bytes, over max_job_bytes (%ld): workers would "
+                            "dead-letter it unread",
+                            len, limit);
     return CTL_OK;
 }
 
@@ -669,13 +626,14 @@ static int push_jobs(struct ctl *ctl, stj_job **jobs, size_t batch, long long co
 
         for (size_t i = 0; *pushed > 0 && i < n; i++) {
             if ((rc = stj_job_set_jid(jobs[i], NULL)) < 0)
-                return complain(status_of(rc), "cannot make a jid: %s", stj_strerror(rc));
+                return ctl_complain(status_of(rc), "cannot make a jid: %s", stj_strerror(rc));
         }
         rc = at_ms < 0 ? stj_enqueue_many(ctl->client, jobs, n, &done, err, sizeof err)
                        : stj_schedule_many(ctl->client, jobs, n, at_ms, &done, err, sizeof err);
         *pushed += done;
         if (rc < 0)
-            return complain(status_of(rc), "%s (%lld of %lld jobs pushed)", err, *pushed, count);
+            return ctl_complain(status_of(rc), "%s (%lld of %lld jobs pushed)", err, *pushed,
+                                count);
     }
     return CTL_OK;
 }
@@ -706,7 +664,7 @@ static int parse_args(const struct ctl *ctl, const char *arg, char **args, size_
     if (rc != CTL_OK)
         return rc;
     if (stj_json_to_msgpack(json, args, len, err, sizeof err) < 0)
-        rc = usage_error(ctl, "%s", err);
+        rc = ctl_usage(ctl, "%s", err);
     free(json);
     return rc;
 }
@@ -714,7 +672,7 @@ static int parse_args(const struct ctl *ctl, const char *arg, char **args, size_
 /* Pushes the jobs (count of them, batch objects reused) and prints the jid or the summary. */
 static int enqueue_run(struct ctl *ctl, const struct enqueue_opts *o, stj_job **jobs, size_t batch)
 {
-    int64_t at_ms = o->in >= 0 ? now_ms() + llround(o->in * 1000) : -1;
+    int64_t at_ms = o->in >= 0 ? ctl_now_ms() + llround(o->in * 1000) : -1;
     long long pushed;
     double t0 = mono_ms();
     int rc = push_jobs(ctl, jobs, batch, o->count ? o->count : 1, at_ms, &pushed);
@@ -742,7 +700,7 @@ static int cmd_enqueue(struct ctl *ctl, int argc, char **argv)
     batch = o.count == 0 ? 1 : o.count < STJ_PIPELINE_JOBS ? (size_t)o.count : STJ_PIPELINE_JOBS;
     jobs = calloc(batch, sizeof *jobs);
     if (!jobs)
-        rc = complain(CTL_FAILED, "out of memory");
+        rc = ctl_complain(CTL_FAILED, "out of memory");
     if (rc == CTL_OK)
         rc = ctl_settings(ctl);
     if (rc == CTL_OK)
@@ -815,17 +773,17 @@ static int stats_queue_names(struct ctl *ctl, struct stats *s, struct strlist *p
 
     for (size_t i = 0; i < NDEFAULT_QUEUES; i++) {
         if (strlist_add(&s->queues, default_queues[i], strlen(default_queues[i])) < 0)
-            return complain(CTL_FAILED, "out of memory");
+            return ctl_complain(CTL_FAILED, "out of memory");
     }
     rc = scan_names(ctl, ":queue:", "list", &found);
     if (rc == CTL_OK)
         r = redisCommand(ctl->rc, "SMEMBERS %s:paused", ctl->prefix);
-    if (rc == CTL_OK && (rc = reply_status(ctl, r, "SMEMBERS paused")) == CTL_OK) {
+    if (rc == CTL_OK && (rc = ctl_reply_status(ctl, r, "SMEMBERS paused")) == CTL_OK) {
         for (size_t i = 0; i < r->elements && rc == CTL_OK; i++) {
             const redisReply *m = r->element[i];
             if (strlist_add(paused, m->str, m->len) < 0 ||
                 (strlist_find(&found, m->str) < 0 && strlist_add(&found, m->str, m->len) < 0))
-                rc = complain(CTL_FAILED, "out of memory");
+                rc = ctl_complain(CTL_FAILED, "out of memory");
         }
     }
     freeReplyObject(r);
@@ -834,7 +792,7 @@ static int stats_queue_names(struct ctl *ctl, struct stats *s, struct strlist *p
     for (size_t i = 0; rc == CTL_OK && i < found.n; i++) {
         if (strlist_find(&s->queues, found.v[i]) < 0 &&
             strlist_add(&s->queues, found.v[i], strlen(found.v[i])) < 0)
-            rc = complain(CTL_FAILED, "out of memory");
+            rc = ctl_complain(CTL_FAILED, "out of memory");
     }
     strlist_free(&found);
     return rc;
@@ -849,7 +807,7 @@ static int stats_queues(struct ctl *ctl, struct stats *s)
         s->depth = calloc(s->queues.n, sizeof *s->depth);
         s->paused = calloc(s->queues.n, sizeof *s->paused);
         if (!s->depth || !s->paused)
-            rc = complain(CTL_FAILED, "out of memory");
+            rc = ctl_complain(CTL_FAILED, "out of memory");
     }
     for (size_t i = 0; rc == CTL_OK && i < s->queues.n; i++) {
         redisAppendCommand(ctl->rc, "LLEN %s:queue:%s", ctl->prefix, s->queues.v[i]);
@@ -871,7 +829,7 @@ static int stats_processing(struct ctl *ctl, struct stats *s)
     int rc = scan_names(ctl, ":processing:", "list", &wids);
 
     if (rc == CTL_OK && wids.n && !(len = calloc(wids.n, sizeof *len)))
-        rc = complain(CTL_FAILED, "out of memory");
+        rc = ctl_complain(CTL_FAILED, "out of memory");
     for (size_t i = 0; rc == CTL_OK && i < wids.n; i++)
         redisAppendCommand(ctl->rc, "LLEN %s:processing:%s", ctl->prefix, wids.v[i]);
     if (rc == CTL_OK)
@@ -888,10 +846,10 @@ static int stats_workers(struct ctl *ctl, struct stats *s)
 {
     redisReply *r = redisCommand(ctl->rc, "SMEMBERS %s:workers", ctl->prefix);
     long long *alive = NULL;
-    int rc = reply_status(ctl, r, "SMEMBERS workers");
+    int rc = ctl_reply_status(ctl, r, "SMEMBERS workers");
 
     if (rc == CTL_OK && r->elements && !(alive = calloc(r->elements, sizeof *alive)))
-        rc = complain(CTL_FAILED, "out of memory");
+        rc = ctl_complain(CTL_FAILED, "out of memory");
     for (size_t i = 0; rc == CTL_OK && i < r->elements; i++)
         redisAppendCommand(ctl->rc, "EXISTS %s:worker:%b", ctl->prefix, r->element[i]->str,
                            r->element[i]->len);
@@ -939,7 +897,7 @@ static int stats_collect(struct ctl *ctl, struct stats *s)
     struct tm tm;
     int rc;
 
-    s->now = now_ms();
+    s->now = ctl_now_ms();
     t = (time_t)(s->now / 1000);
     strftime(s->today, sizeof s->today, "%Y-%m-%d", gmtime_r(&t, &tm));
     rc = stats_queues(ctl, s);
@@ -952,7 +910,24 @@ static int stats_collect(struct ctl *ctl, struct stats *s)
     return rc;
 }
 
-static json_t *stats_json(const struct ctl *ctl, const struct stats *s)
+/* Per-second rates of the counters between two reads, for stats --watch. */
+struct rates {
+    int known; /* 0 on the first read: nothing to compare with yet */
+    double per_sec[NCOUNTERS];
+};
+
+static json_t *rates_json(const struct rates *rt)
+{
+    json_t *o = json_object();
+
+    for (int i = 0; i < NCOUNTERS; i++)
+        json_object_set_new(o, counter_names[i],
+                            rt->known ? json_real(rt->per_sec[i]) : json_null());
+    return o;
+}
+
+/* rt: NULL, or the rates of stats --watch, which add a "rates" object. */
+static json_t *stats_json(const struct ctl *ctl, const struct stats *s, const struct rates *rt)
 {
     json_t *root = json_object(), *queues = json_object(), *counters = json_object(),
            *today = json_object();
@@ -979,17 +954,19 @@ static json_t *stats_json(const struct ctl *ctl, const struct stats *s)
                                   "live", (json_int_t)s->workers_live));
     json_object_set_new(root, "counters", counters);
     json_object_set_new(root, "today", today);
+    if (rt)
+        json_object_set_new(root, "rates", rates_json(rt));
     return root;
 }
 
-static int print_stats_json(const struct ctl *ctl, const struct stats *s)
+static int print_stats_json(const struct ctl *ctl, const struct stats *s, const struct rates *rt)
 {
-    json_t *root = stats_json(ctl, s);
+    json_t *root = stats_json(ctl, s, rt);
     char *text = json_dumps(root, JSON_COMPACT);
 
     json_decref(root);
     if (!text)
-        return complain(CTL_FAILED, "out of memory");
+        return ctl_complain(CTL_FAILED, "out of memory");
     printf("%s\n", text);
     free(text);
     return CTL_OK;
@@ -1002,8 +979,9 @@ static int num_width(long long v)
     return snprintf(buf, sizeof buf, "%lld", v);
 }
 
-/* Name column wide enough for every queue and label; numbers right-aligned under a header. */
-static void print_stats_table(const struct ctl *ctl, const struct stats *s)
+/* Name column wide enough for every queue and label; numbers right-aligned under a header.
+ * rt: NULL, or the rates of stats --watch, shown as a PER SEC column ("-" until known). */
+static void print_stats_table(const struct ctl *ctl, const struct stats *s, const struct rates *rt)
 {
     char where[400], when[32];
     time_t t = (time_t)(s->now / 1000);
@@ -1043,36 +1021,142 @@ static void print_stats_table(const struct ctl *ctl, const struct stats *s)
     printf("%-*s  %*lld  live (%lld registered)\n\n", name_w, "workers", num_w, s->workers_live,
            s->workers_registered);
 
-    printf("%-*s  %*s  %*s\n", name_w, "COUNTER", num_w, "TOTAL", day_w, "TODAY");
-    for (int i = 0; i < NCOUNTERS; i++)
-        printf("%-*s  %*lld  %*lld\n", name_w, counter_names[i], num_w, s->total[i], day_w,
+    printf("%-*s  %*s  %*s%s\n", name_w, "COUNTER", num_w, "TOTAL", day_w, "TODAY",
+           rt ? "   PER SEC" : "");
+    for (int i = 0; i < NCOUNTERS; i++) {
+        printf("%-*s  %*lld  %*lld", name_w, counter_names[i], num_w, s->total[i], day_w,
                s->daily[i]);
+        if (rt && rt->known)
+            printf("  %8.1f", rt->per_sec[i]);
+        else if (rt)
+            printf("  %8s", "-");
+        putchar('\n');
+    }
+}
+
+/* ---- stats --watch ---- */
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_watch_signal(int sig)
+{
+    (void)sig;
+    watch_stop = 1;
+}
+
+/* Sleeps until the monotonic time until_ms, or until Ctrl-C. */
+static void watch_sleep(double until_ms)
+{
+    double left;
+
+    while (!watch_stop && (left = until_ms - mono_ms()) > 0) {
+        struct timespec ts = {(time_t)(left / 1e3), (long)(fmod(left, 1e3) * 1e6)};
+        nanosleep(&ts, NULL); /* EINTR on Ctrl-C: the loop sees the flag */
+    }
+}
+
+static void watch_rates(const struct stats *prev, const struct stats *cur, double ms,
+                        struct rates *rt)
+{
+    rt->known = ms > 0;
+    for (int i = 0; i < NCOUNTERS && rt->known; i++) {
+        long long d = cur->total[i] - prev->total[i];
+        rt->per_sec[i] = d > 0 ? d * 1e3 / ms : 0; /* a counter reset is no negative rate */
+    }
+}
+
+/*
+ * Reads and prints the stats every interval seconds, like top: on a terminal each
+ * frame replaces the last, elsewhere frames follow each other (tables separated by a
+ * blank line, JSON one object a line). Stops after iterations frames (0: never) or
+ * at Ctrl-C / SIGTERM, which is a normal end: exit 0.
+ */
+static int stats_watch(struct ctl *ctl, int json, long long iterations, double interval)
+{
+    struct sigaction sa = {.sa_handler = on_watch_signal}; /* no SA_RESTART: wake nanosleep */
+    struct stats prev = {0}, cur;
+    struct rates rt = {0};
+    double t_prev = 0, t;
+    int tty = !json && isatty(STDOUT_FILENO), rc = CTL_OK;
+
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    for (long long n = 0; !watch_stop && (iterations == 0 || n < iterations); n++) {
+        if (n)
+            watch_sleep(t_prev + interval * 1e3);
+        if (watch_stop)
+            break;
+        memset(&cur, 0, sizeof cur);
+        rc = stats_collect(ctl, &cur);
+        t = mono_ms();
+        if (rc != CTL_OK) {
+            stats_free(&cur);
+            break;
+        }
+        if (n)
+            watch_rates(&prev, &cur, t - t_prev, &rt);
+        if (json) {
+            rc = print_stats_json(ctl, &cur, &rt);
+        } else {
+            fputs(tty ? "\033[H\033[2J" : n ? "\n" : "", stdout);
+            print_stats_table(ctl, &cur, &rt);
+            printf("\nevery %gs; Ctrl-C to stop\n", interval);
+        }
+        fflush(stdout);
+        stats_free(&prev);
+        prev = cur;
+        t_prev = t;
+    }
+    stats_free(&prev);
+    return rc;
 }
 
 static int cmd_stats(struct ctl *ctl, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"json", no_argument, NULL, OPT_JSON},
+        {"watch", no_argument, NULL, OPT_WATCH},
+        {"iterations", required_argument, NULL, OPT_ITERATIONS},
+        {"interval", required_argument, NULL, OPT_INTERVAL},
         {NULL, 0, NULL, 0},
     };
     struct stats s = {0};
-    int json = 0, opt, rc;
+    int json = 0, watch = 0, opt, rc;
+    long long iterations = 0;
+    double interval = 1.0;
+    char *end;
 
-    while ((opt = next_opt(ctl, argc, argv, opts)) != -1) {
+    while ((opt = ctl_next_opt(ctl, argc, argv, opts)) != -1) {
         switch (opt) {
         case OPT_JSON: json = 1; break;
+        case OPT_WATCH: watch = 1; break;
+        case OPT_ITERATIONS:
+            if (ctl_parse_ll(optarg, 1, MAX_COUNT, &iterations) < 0)
+                return ctl_usage(ctl, "--iterations wants 1..%lld, got '%s'", MAX_COUNT, optarg);
+            break;
+        case OPT_INTERVAL:
+            interval = strtod(optarg, &end);
+            if (end == optarg || *end || !isfinite(interval) || interval < 0.1 || interval > 3600)
+                return ctl_usage(ctl, "--interval wants seconds from 0.1 to 3600, got '%s'",
+                                 optarg);
+            break;
         default: return ctl->status;
         }
     }
     if (optind < argc)
-        return usage_error(ctl, "unexpected argument '%s'", argv[optind]);
+        return ctl_usage(ctl, "unexpected argument '%s'", argv[optind]);
+    if (!watch && (iterations || interval != 1.0))
+        return ctl_usage(ctl, "--iterations and --interval go with --watch");
     rc = ctl_connect(ctl);
+    if (rc == CTL_OK && watch)
+        return stats_watch(ctl, json, iterations, interval);
     if (rc == CTL_OK)
         rc = stats_collect(ctl, &s);
     if (rc == CTL_OK && json)
-        rc = print_stats_json(ctl, &s);
+        rc = print_stats_json(ctl, &s, NULL);
     else if (rc == CTL_OK)
-        print_stats_table(ctl, &s);
+        print_stats_table(ctl, &s, NULL);
     stats_free(&s);
     return rc;
 }
@@ -1097,7 +1181,72 @@ static const char stats_help[] =
     "                 with a live P:worker:<wid> heartbeat\n"
     "    counters     {\"processed\": int, \"failed\": int, \"dead\": int} since the start\n"
     "    today        {\"date\": \"YYYY-MM-DD\", \"processed\": int, \"failed\": int,\n"
-    "                  \"dead\": int} for the current UTC day\n";
+    "                  \"dead\": int} for the current UTC day\n"
+    "\n"
+    "  --watch            redraw every second, like top, with the processed, failed and\n"
+    "                     dead counters per second over the last interval (PER SEC;\n"
+    "                     with --json, one object a line with \"rates\": {\"processed\":\n"
+    "                     x, \"failed\": y, \"dead\": z}, null in the first); Ctrl-C stops\n"
+    "  --interval S       seconds between frames (default 1)\n"
+    "  --iterations N     stop after N frames\n";
+
+/* ---- migrate ---- */
+
+/* Option codes of migrate alone, above the shared list in ops.h. */
+enum { OPT_MIG_DRY_RUN = 0x200, OPT_MIG_DATABASE };
+
+static int cmd_migrate(struct ctl *ctl, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"dry-run", no_argument, NULL, OPT_MIG_DRY_RUN},
+        {"database", required_argument, NULL, OPT_MIG_DATABASE},
+        {NULL, 0, NULL, 0},
+    };
+    const char *url = NULL;
+    char err[1024];
+    int dry_run = 0, opt, rc;
+
+    while ((opt = ctl_next_opt(ctl, argc, argv, opts)) != -1) {
+        switch (opt) {
+        case OPT_MIG_DRY_RUN: dry_run = 1; break;
+        case OPT_MIG_DATABASE: url = optarg; break;
+        default: return ctl->status;
+        }
+    }
+    if (optind < argc)
+        return ctl_usage(ctl, "unexpected argument '%s'", argv[optind]);
+    if (!url && ctl->config_path && (rc = ctl_settings(ctl)) != CTL_OK)
+        return rc;
+    if (!url && ctl->have_cfg && ctl->cfg.database_url && ctl->cfg.database_url[0])
+        url = ctl->cfg.database_url; /* DATABASE_URL already applied by cfg_load */
+    if (!url && getenv("DATABASE_URL") && getenv("DATABASE_URL")[0])
+        url = getenv("DATABASE_URL");
+    if (!url)
+        return ctl_usage(ctl, "no database: give --database URL, database.url in the config "
+                              "file (-c), or DATABASE_URL");
+    rc = mig_run(url, dry_run, stdout, err, sizeof err);
+    if (rc == MIG_OK)
+        return CTL_OK;
+    return ctl_complain(rc == MIG_EBADURL        ? CTL_USAGE
+                        : rc == MIG_EUNREACHABLE ? CTL_UNREACHABLE
+                                                 : CTL_FAILED,
+                        "migrate: %s", err);
+}
+
+static const char migrate_help[] =
+    "Applies the schema migrations this stellerctl was built with (schema/*.sql) that the\n"
+    "database has not had yet, in name order, each in its own transaction, and records\n"
+    "them in the table steller_schema_migrations. Prints \"applied NAME\" per migration,\n"
+    "or \"up to date\". Refuses to run if an applied migration has changed since. Two\n"
+    "runs at once are safe: the second waits for the first (an advisory lock).\n"
+    "\n"
+    "  --dry-run        print \"pending NAME\" for what would be applied; change nothing\n"
+    "  --database URL   PostgreSQL to migrate (libpq URI or conninfo string); else the\n"
+    "                   config file's database.url (DATABASE_URL overrides it), else\n"
+    "                   DATABASE_URL\n"
+    "\n"
+    "Exit codes here: 0 ok, 1 a migration failed (it was rolled back) or changed,\n"
+    "2 usage, config or bad URL, 3 database unreachable.\n";
 
 /* ---- help ---- */
 
@@ -1113,7 +1262,7 @@ static int cmd_help(struct ctl *ctl, int argc, char **argv)
     }
     v = find_verb(argv[1]);
     if (!v)
-        return usage_error(ctl, "unknown verb '%s'", argv[1]);
+        return ctl_usage(ctl, "unknown verb '%s'", argv[1]);
     print_verb_help(v, stdout);
     return CTL_OK;
 }
@@ -1124,8 +1273,19 @@ static const struct verb verbs[] = {
     {"enqueue", cmd_enqueue,
      "TYPE [--queue Q] [--args JSON] [--in SECONDS] [--jid ID] [--count N] [--max-attempts N]",
      "push a job (or --count N jobs) to its queue, or schedule it (--in)", enqueue_help},
-    {"stats", cmd_stats, "[--json]",
+    {"stats", cmd_stats, "[--json] [--watch [--interval S] [--iterations N]]",
      "queue depths, in-flight, scheduled, retry, dead, workers, counters", stats_help},
+    {"dead", cmd_dead,
+     "ls [--type T] [--limit N] [--json] | show JID [--json] | retry JID|--all|--type T | "
+     "purge --older-than D|--yes",
+     "list, show, retry or purge dead jobs", dead_help},
+    {"retry", cmd_retry, "ls [--limit N] [--json] | now JID",
+     "list jobs waiting to retry, or run one now", retry_help},
+    {"queue", cmd_queue, "pause NAME | resume NAME", "pause or resume a queue", queue_help},
+    {"workers", cmd_workers, "[--json]", "live worker processes and their heartbeats",
+     workers_help},
+    {"migrate", cmd_migrate, "[--dry-run] [--database URL]",
+     "apply pending PostgreSQL schema migrations", migrate_help},
     {"help", cmd_help, "[VERB]", "this text, or a verb's options", ""},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1144,7 +1304,7 @@ static int parse_globals(struct ctl *ctl, int argc, char **argv)
 {
     int opt;
 
-    while ((opt = next_opt(ctl, argc, argv, NULL)) != -1) {
+    while ((opt = ctl_next_opt(ctl, argc, argv, NULL)) != -1) {
         if (opt == OPT_STOP)
             return ctl->status;
     }
@@ -1159,10 +1319,10 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     if (optind >= argc)
-        return usage_error(&ctl, "no verb given");
+        return ctl_usage(&ctl, "no verb given");
     ctl.verb = find_verb(argv[optind]);
     if (!ctl.verb)
-        return usage_error(&ctl, "unknown verb '%s'", argv[optind]);
+        return ctl_usage(&ctl, "unknown verb '%s'", argv[optind]);
     argc -= optind;
     argv += optind;
     optind = 0; /* glibc: start afresh on the verb's arguments */

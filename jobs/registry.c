@@ -16,6 +16,7 @@ static const struct job_type *const reg_builtin[] = {
     &sys_fail_type,
     &sys_sleep_type,
     &sys_crash_type,
+    &request_log_type,
 };
 
 #define REG_NBUILTIN (sizeof(reg_builtin) / sizeof(reg_builtin[0]))

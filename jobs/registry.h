@@ -25,5 +25,6 @@ const struct job_type *reg_at(size_t i);
 
 /* Built-in definitions, one per jobs/ file. */
 extern const struct job_type sys_noop_type, sys_fail_type, sys_sleep_type, sys_crash_type;
+extern const struct job_type request_log_type;
 
 #endif

@@ -20,15 +20,7 @@
 
 static const msgpack_object *sys_arg(const struct job *job, const char *key)
 {
-    const msgpack_object_map *m = &job->env.args.via.map;
-    size_t klen = strlen(key);
-    for (uint32_t i = 0; i < m->size; i++) {
-        const msgpack_object *k = &m->ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
-            memcmp(k->via.str.ptr, key, klen) == 0)
-            return &m->ptr[i].val;
-    }
-    return NULL;
+    return env_arg(&job->env, key);
 }
 
 static void sys_noop_start(struct job *job)

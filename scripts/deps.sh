@@ -11,6 +11,7 @@ PACKAGES=(
     redis-server redis-tools postgresql
     python3 python3-redis python3-msgpack python3-psycopg2 python3-aiosmtpd
     valgrind
+    libsystemd-dev dpkg-dev file lintian systemd
 )
 
 missing=()

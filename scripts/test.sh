@@ -84,6 +84,9 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 check "ctest (build-san)" ctest --test-dir build-san --output-on-failure -j2
 
+step "packaging (.deb: build, lintian, install, run, remove)"
+check "packaging" packaging/ci-package.sh
+
 if [ ${#failed[@]} -gt 0 ]; then
     step "FAILED: ${failed[*]}"
     exit 1

@@ -48,7 +48,13 @@ struct config {
     char *redis_url;         /* REDIS_URL, default redis://127.0.0.1:6379/0; secret inside */
     char *redis_prefix;      /* default "steller" */
 
-    char *database_url;      /* DATABASE_URL; secret inside; may be empty for now */
+    char *database_url;      /* DATABASE_URL; secret inside; empty: no PostgreSQL */
+    int database_pool_size;  /* connections per worker process, default 2 */
+    double database_statement_timeout; /* seconds, default 60 */
+
+    /* request_log group: the batched writer */
+    int request_log_batch_max;     /* rows per COPY, default 1000 */
+    int request_log_batch_wait_ms; /* how long a partial batch waits, default 50 */
     char *http_listen;       /* default 127.0.0.1:9460 */
     long dead_max_entries;   /* default 100000 */
 

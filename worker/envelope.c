@@ -753,3 +753,18 @@ char *env_strcpy(char *buf, size_t size, struct env_str s)
     buf[n] = '\0';
     return buf;
 }
+
+const msgpack_object *env_arg(const struct env *e, const char *key)
+{
+    const msgpack_object_map *m = &e->args.via.map;
+    size_t klen = strlen(key);
+    if (e->args.type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (uint32_t i = 0; i < m->size; i++) {
+        const msgpack_object *k = &m->ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
+            memcmp(k->via.str.ptr, key, klen) == 0)
+            return &m->ptr[i].val;
+    }
+    return NULL;
+}

@@ -105,6 +105,10 @@ int env_new(const struct env_new *n, msgpack_sbuffer *out);
 int env_malformed_record(const char *raw, size_t len, const char *reason, int64_t now_ms,
                          msgpack_sbuffer *out);
 
+/* The value of args[key], or NULL when args has no such key. Points into the
+ * envelope's zone: valid until env_free(). */
+const msgpack_object *env_arg(const struct env *e, const char *key);
+
 /* Copies a slice into buf as a NUL-terminated string, truncating; returns buf. */
 char *env_strcpy(char *buf, size_t size, struct env_str s);
 

@@ -29,6 +29,8 @@ enum job_result {
 };
 
 struct job;
+struct pg_pool;
+struct config;
 
 struct job_type {
     const char *name;
@@ -74,5 +76,16 @@ struct ev_loop *job_loop(struct job *job);
 
 /* Milliseconds since the epoch, from the loop's clock. */
 int64_t job_now_ms(struct job *job);
+
+/* The worker process's PostgreSQL pool (worker/pg.h), or NULL when database.url
+ * is empty. Shared by every job of the process. */
+struct pg_pool *job_pg(struct job *job);
+
+/* 1 when every slot of the worker is taken, so nothing new will arrive until a
+ * job finishes: a batching handler should write what it holds now. */
+int job_worker_full(struct job *job);
+
+/* The configuration the worker runs with. */
+const struct config *job_config(struct job *job);
 
 #endif

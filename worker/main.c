@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "redisurl.h"
 #include "registry.h"
 
 static void usage(FILE *out)
@@ -19,6 +21,35 @@ static void usage(FILE *out)
                  "      --check-config  validate, print the effective config "
                  "(secrets redacted), exit\n"
                  "      --version       print the version and exit\n");
+}
+
+/* Whether the file itself holds a secret: a value the environment overrides
+ * (non-empty, as config.c reads it) came from there, not from the file. */
+static int file_holds_secret(const struct config *cfg)
+{
+    const char *env;
+    struct rurl u;
+    char err[128];
+    env = getenv("DATABASE_URL");
+    if ((!env || !*env) && cfg->database_url && cfg->database_url[0])
+        return 1;
+    env = getenv("REDIS_URL");
+    return (!env || !*env) && cfg->redis_url &&
+           rurl_parse(cfg->redis_url, &u, err, sizeof(err)) == 0 && u.password[0];
+}
+
+/* Names the file and the remedy, never the secret. */
+static void warn_if_exposed(const struct config *cfg)
+{
+    struct stat st;
+    char remedy[400], q1[300], q2[500];
+    if (!cfg->path || stat(cfg->path, &st) != 0 || !(st.st_mode & S_IROTH) ||
+        !file_holds_secret(cfg))
+        return;
+    snprintf(remedy, sizeof(remedy), "chmod 640 %s (group of the service user)", cfg->path);
+    LOG(LOG_WARN, "config file holds a secret and is readable by others", "file=%s remedy=%s",
+        log_q(q1, sizeof(q1), cfg->path, strlen(cfg->path)),
+        log_q(q2, sizeof(q2), remedy, strlen(remedy)));
 }
 
 int main(int argc, char **argv)
@@ -65,5 +96,6 @@ int main(int argc, char **argv)
     }
     if ((level = log_level_parse(cfg->log_level)) >= 0)
         log_threshold = (enum log_level)level;
+    warn_if_exposed(cfg);
     return master_run(cfg);
 }

@@ -15,16 +15,23 @@
  * no job. Workers sit in their own process group, so a terminal's Ctrl-C
  * reaches them once, through the master, and they die with the master
  * (PR_SET_PDEATHSIG) if it is killed.
+ *
+ * systemd (Type=notify): the master holds a pipe whose write end every worker
+ * inherits; a worker writes one byte once Redis first answers it, and the
+ * master then sends READY=1. It sends STOPPING=1 when it starts to shut down.
+ * Outside systemd (no NOTIFY_SOCKET) sd_notify() does nothing.
  */
 #include "master.h"
 
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +64,9 @@ struct master {
     ev_signal sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
     ev_child child;
     ev_timer deadline;
+    int notify_rd, notify_wr; /* readiness pipe: workers write, the master reads */
+    int ready;                /* READY=1 sent */
+    ev_io notify;
 };
 
 static void master_spawn(struct master *m, struct slot *s);
@@ -67,6 +77,7 @@ static void master_child_setup(struct master *m)
     for (int i = 0; i < 5; i++)
         ev_signal_stop(m->loop, sigs[i]);
     ev_child_stop(m->loop, &m->child);
+    close(m->notify_rd); /* the watcher stays: this process never runs the master's loop */
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != m->pid)
@@ -101,7 +112,8 @@ static void master_spawn(struct master *m, struct slot *s)
         char wid[WORKER_WID_MAX];
         master_child_setup(m);
         snprintf(wid, sizeof(wid), "%s:%d:%06x", m->host, (int)getpid(), suffix);
-        _exit(worker_main(m->cfg, wid, s->pred_wid[0] ? s->pred_wid : NULL, s->pred_crashed));
+        _exit(worker_main(m->cfg, wid, s->pred_wid[0] ? s->pred_wid : NULL, s->pred_crashed,
+                          m->notify_wr));
     }
     s->pid = pid;
     s->started = ev_now(m->loop);
@@ -219,6 +231,7 @@ static void master_stop(struct master *m)
 {
     m->stopping++;
     if (m->stopping == 1) {
+        sd_notify(0, "STOPPING=1\nSTATUS=Stopping: draining workers");
         LOG(LOG_INFO, "stopping workers", "live=%d", master_live(m));
         for (int i = 0; i < m->nslots; i++)
             ev_timer_stop(m->loop, &m->slots[i].restart);
@@ -292,6 +305,39 @@ static void master_on_signal(struct ev_loop *loop, ev_signal *sig, int revents)
     }
 }
 
+/* A worker reached Redis. Every new worker writes one byte (restarts and reloads
+ * too), so the pipe is drained each time; only the first byte matters. */
+static void master_on_notify(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct master *m = io->data;
+    char buf[256];
+    (void)loop;
+    (void)revents;
+    while (read(m->notify_rd, buf, sizeof(buf)) > 0)
+        ;
+    if (m->ready || m->stopping)
+        return;
+    m->ready = 1;
+    sd_notifyf(0, "READY=1\nSTATUS=Running: %d workers, Redis answering", m->nslots);
+    LOG(LOG_INFO, "ready: Redis answers", NULL);
+}
+
+static int master_notify_pipe(struct master *m)
+{
+    int fds[2];
+    /* Non-blocking: a worker never waits on it; CLOEXEC: nothing we exec inherits it. */
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        LOG(LOG_ERROR, "cannot create the readiness pipe", "errno=%d", errno);
+        return -1;
+    }
+    m->notify_rd = fds[0];
+    m->notify_wr = fds[1];
+    ev_io_init(&m->notify, master_on_notify, m->notify_rd, EV_READ);
+    m->notify.data = m;
+    ev_io_start(m->loop, &m->notify);
+    return 0;
+}
+
 static void master_watch(struct master *m)
 {
     ev_signal *sigs[5] = {&m->sig_term, &m->sig_int, &m->sig_hup, &m->sig_usr1, &m->sig_usr2};
@@ -321,6 +367,8 @@ int master_run(struct config *cfg)
     srand((unsigned)m.pid ^ (unsigned)time(NULL));
     signal(SIGPIPE, SIG_IGN);
     master_watch(&m);
+    if (master_notify_pipe(&m) != 0)
+        return 1;
     LOG(LOG_INFO, "master started", "workers=%d concurrency=%d version=%s", cfg->workers,
         cfg->concurrency, STELLER_VERSION);
     if (master_start_slots(&m) != 0)
@@ -328,6 +376,9 @@ int master_run(struct config *cfg)
     ev_run(m.loop, 0);
     rc = master_live(&m) == 0 ? 0 : 1;
     LOG(LOG_INFO, "master stopped", "exit=%d", rc);
+    ev_io_stop(m.loop, &m.notify);
+    close(m.notify_rd);
+    close(m.notify_wr);
     free(m.slots);
     cfg_free(m.cfg);
     free(m.cfg);

@@ -20,6 +20,7 @@
  */
 #include "upkeep.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -426,6 +427,19 @@ void upkeep_scan_orphans(struct worker *w)
 
 /* ---- lifecycle ---- */
 
+/* Redis answered for the first time: one byte tells the master, which tells
+ * systemd (READY=1). The pipe is non-blocking and the master drains it, so
+ * this never waits; a failed write only delays readiness to another worker. */
+static void upkeep_tell_ready(struct worker *w)
+{
+    if (w->notify_fd < 0)
+        return;
+    if (write(w->notify_fd, "r", 1) != 1)
+        LOG(LOG_DEBUG, "cannot tell the master we are ready", "errno=%d", errno);
+    close(w->notify_fd);
+    w->notify_fd = -1;
+}
+
 void upkeep_on_up(struct worker *w)
 {
     struct upkeep *u = w->upkeep;
@@ -439,6 +453,7 @@ void upkeep_on_up(struct worker *w)
         return;
     }
     u->ever_up = 1;
+    upkeep_tell_ready(w);
     ev_timer_start(w->loop, &u->heartbeat);
     ev_timer_set(&u->promote, 0.0, 0);
     ev_timer_start(w->loop, &u->promote);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "delivery.h"
+#include "pg.h"
 #include "log.h"
 #include "registry.h"
 #include "upkeep.h"
@@ -35,6 +36,21 @@ struct ev_loop *job_loop(struct job *job)
 int64_t job_now_ms(struct job *job)
 {
     return worker_now_ms(job->w);
+}
+
+struct pg_pool *job_pg(struct job *job)
+{
+    return job->w->pg;
+}
+
+int job_worker_full(struct job *job)
+{
+    return job->w->running >= job->w->cfg->concurrency;
+}
+
+const struct config *job_config(struct job *job)
+{
+    return job->w->cfg;
 }
 
 const char *worker_queue_name(const struct worker *w, const char *name, size_t len)
@@ -347,6 +363,8 @@ static void worker_cleanup(struct worker *w)
     rc_free(w->cmd);
     rc_free(w->blk);
     w->cmd = w->blk = NULL;
+    pg_free(w->pg); /* requests still out end with PG_LOST; their jobs are cancelled */
+    w->pg = NULL;
     upkeep_free(w);
     while (w->jobs)
         worker_release_job(w, w->jobs);
@@ -356,16 +374,20 @@ static void worker_cleanup(struct worker *w)
 }
 
 int worker_main(const struct config *cfg, const char *wid, const char *pred_wid,
-                int pred_crashed)
+                int pred_crashed, int notify_fd)
 {
     struct worker w;
     memset(&w, 0, sizeof(w));
+    w.notify_fd = notify_fd;
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
     if (worker_init(&w, cfg, wid) != 0 || upkeep_start(&w, pred_wid, pred_crashed) != 0) {
         worker_cleanup(&w);
         return 1;
     }
+    if (cfg->database_url[0])
+        w.pg = pg_new(w.loop, cfg->database_url, cfg->database_pool_size,
+                      (int)(cfg->database_statement_timeout * 1000));
     w.cmd = rc_new(w.loop, &w.url, "cmd", worker_on_cmd_state, &w);
     w.blk = rc_new(w.loop, &w.url, "block", worker_on_blk_state, &w);
     LOG(LOG_INFO, "worker started", "wid=%s concurrency=%d", w.wid, cfg->concurrency);

@@ -57,6 +57,7 @@ struct worker {
     struct worker_keys k;
 
     struct rconn *cmd, *blk;
+    struct pg_pool *pg;     /* NULL when database.url is empty */
     int registered;         /* first heartbeat sent since start */
 
     int running;            /* handlers started and not done */
@@ -81,13 +82,16 @@ struct worker {
     ev_signal sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
 
     struct upkeep *upkeep;
+    int notify_fd;          /* pipe to the master; one byte on the first connect to Redis
+                               tells it (and systemd) we are ready; -1 once written or none */
 };
 
 /* Runs a worker process until it has shut down; returns the exit code.
  * pred_wid (may be NULL) names a predecessor whose jobs to reclaim at once,
- * pred_crashed whether it died holding them. */
+ * pred_crashed whether it died holding them. notify_fd (or -1): the write end
+ * of the master's readiness pipe; the worker owns it and closes it. */
 int worker_main(const struct config *cfg, const char *wid, const char *pred_wid,
-                int pred_crashed);
+                int pred_crashed, int notify_fd);
 
 /* fetch.c gives each fetched job here; raw is copied. */
 void worker_run_job(struct worker *w, const char *queue, const char *raw, size_t len);

@@ -16,6 +16,10 @@ with a config file written for it, so test files can run in parallel.
     if __name__ == "__main__":
         main()
 
+Tests that need PostgreSQL start a PostgresServer the same way (initdb into a
+temp dir, a free loopback port, a database "steller") and migrate it with
+migrate(pg), which runs the built `stellerctl migrate`.
+
 What the fixtures promise:
 - Cleanup always happens: the with-blocks stop their process, and the runner
   also stops every process and removes every temp dir a test made, whatever
@@ -64,6 +68,7 @@ __all__ = [
     "dead_records", "dead_raw", "stats", "processing_keys", "in_flight",
     "queue_len", "retry_entries", "locate_jids", "decode", "render_config",
     "pid_alive", "main", "POLL",
+    "PostgresServer", "migrate",
 ]
 
 # ---------------------------------------------------------------- plumbing
@@ -76,6 +81,7 @@ _procs = []     # (name, Popen) of everything a fixture started
 _tmpdirs = []   # temp dirs to remove
 _logs = []      # (name, path) of daemon logs, shown on failure
 _workers = []   # Worker fixtures, whose worker processes need killing too
+_finalizers = []  # cleanup() of fixtures that stop gracefully (PostgresServer)
 
 
 def _pdeathsig(sig):
@@ -259,6 +265,232 @@ class RedisServer:
             except Exception:
                 pass
         self._clients = []
+
+
+# ---------------------------------------------------------------- postgres
+
+def _pg_bindir():
+    """Where initdb and postgres are: $STELLER_PG_BIN, else the newest
+    /usr/lib/postgresql/*/bin (Debian), else the directory of `postgres` on PATH."""
+    if os.environ.get("STELLER_PG_BIN"):
+        return os.environ["STELLER_PG_BIN"]
+    found = glob.glob("/usr/lib/postgresql/*/bin/postgres")
+    if found:
+        found.sort(key=lambda p: int(re.sub(r"\D", "", p.split("/")[3]) or 0))
+        return os.path.dirname(found[-1])
+    path = shutil.which("postgres")
+    if not path:
+        raise AssertionError("no PostgreSQL server binaries (set STELLER_PG_BIN)")
+    return os.path.dirname(path)
+
+
+def _as_postgres():
+    """Popen arguments that run a program as the postgres user when we are root
+    (initdb and postgres refuse to run as root); nothing otherwise. Popen
+    changes the uid itself rather than through runuser, so that the Popen's pid
+    is the server's and PR_SET_PDEATHSIG (set after the uid change) holds."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": "postgres", "group": "postgres", "extra_groups": []}
+
+
+class PostgresServer:
+    """A PostgreSQL server (initdb -A trust -U postgres) on a free loopback
+    port, data and unix socket in its own temp dir, with a database "steller".
+
+    Tuned for tests, not durability: fsync, full_page_writes and
+    synchronous_commit are off. stop()/start() keep the data (a restart test),
+    crash() is an immediate shutdown (crash recovery on the next start). Use
+    as a context manager or call start()/cleanup(); the runner stops it after
+    every test anyway, pass or fail.
+
+        with PostgresServer() as pg:
+            migrate(pg)
+            rows = pg.query('SELECT count(*) FROM "ApiRequestLogs"')
+    """
+
+    def __init__(self, dbname="steller", args=()):
+        self.dbname = dbname
+        self.args = list(args)  # more server options: ["-c", "max_connections=20"]
+        self.bindir = _pg_bindir()
+        self.dir = make_tmpdir("pg")
+        self.data = os.path.join(self.dir, "data")
+        self.log_path = os.path.join(self.dir, "postgres.log")
+        self.port = None
+        self.proc = None
+        self._clients = []
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        _logs.append(("postgres %s" % self.dir, self.log_path))
+        _finalizers.append(self.cleanup)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+    def _initdb(self):
+        with open(self.log_path, "ab") as log:
+            rc = subprocess.call([os.path.join(self.bindir, "initdb"), "-D", self.data,
+                                  "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                                  "--locale=C", "--no-sync"],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 cwd=self.dir, **_as_postgres())
+        if rc != 0:
+            raise AssertionError("initdb failed (rc=%d):\n%s" % (rc, _tail(self.log_path)))
+
+    def start(self, port=None):
+        """Starts on port (a restart) or on a fresh free port, retrying if
+        another process took the port in between; initdb and CREATE DATABASE
+        the first time."""
+        if not os.path.exists(os.path.join(self.data, "PG_VERSION")):
+            self._initdb()
+        for _ in range(1 if port else 5):
+            self.port = port or free_port()
+            if self._spawn():
+                self._create_db()
+                return self
+        raise AssertionError("postgres did not start; log:\n" + _tail(self.log_path))
+
+    def _spawn(self):
+        cmd = [os.path.join(self.bindir, "postgres"), "-D", self.data, "-p", str(self.port),
+               "-k", self.dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+               "-c", "full_page_writes=off", "-c", "synchronous_commit=off"] + self.args
+        log = open(self.log_path, "ab")
+        # SIGQUIT on the runner's death: an immediate shutdown that takes the
+        # backends down too (SIGKILL would leave them to notice on their own).
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=self.dir,
+                                     preexec_fn=_pdeathsig(signal.SIGQUIT), **_as_postgres())
+        log.close()
+        _procs.append(("postgres:%d" % self.port, self.proc))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                self._connect("postgres").close()
+                return True
+            except Exception:
+                pass  # not listening yet, or "the database system is starting up"
+            time.sleep(POLL)
+        self.stop()
+        return False
+
+    def _connect(self, dbname, autocommit=True):
+        import psycopg2
+        c = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres",
+                             dbname=dbname, connect_timeout=5)
+        c.autocommit = autocommit
+        return c
+
+    def _create_db(self):
+        c = self._connect("postgres")
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,))
+                if not cur.fetchone():
+                    cur.execute('CREATE DATABASE "%s"' % self.dbname)
+        finally:
+            c.close()
+
+    def create_database(self, name):
+        """Another, empty database on this server; returns its URL."""
+        c = self._connect("postgres")
+        try:
+            with c.cursor() as cur:
+                cur.execute('CREATE DATABASE "%s"' % name)
+        finally:
+            c.close()
+        return self.url(name)
+
+    def url(self, dbname=None, password=None):
+        """postgresql://postgres@127.0.0.1:PORT/steller (trust auth: a
+        password, if given, is sent and ignored)."""
+        auth = "postgres:%s" % password if password else "postgres"
+        return "postgresql://%s@127.0.0.1:%d/%s" % (auth, self.port, dbname or self.dbname)
+
+    def client(self, dbname=None, autocommit=True):
+        """A new psycopg2 connection (autocommit unless asked otherwise).
+        Closed by stop() and cleanup()."""
+        c = self._connect(dbname or self.dbname, autocommit)
+        self._clients.append(c)
+        return c
+
+    def query(self, sql, params=None, dbname=None):
+        """Runs one statement on a fresh autocommit connection; returns the
+        rows as a list of tuples ([] for a statement without rows)."""
+        c = self._connect(dbname or self.dbname)
+        try:
+            with c.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            c.close()
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _close_clients(self):
+        for c in self._clients:
+            try:
+                c.close()
+            except Exception:
+                pass
+        self._clients = []
+
+    def stop(self, mode="fast", timeout=15):
+        """Stops the server, keeping its data. mode: "smart" waits for clients
+        to leave, "fast" (default) disconnects them and checkpoints,
+        "immediate" quits at once (recovery on the next start). Escalates to
+        an immediate shutdown, then SIGKILL, if it takes longer than timeout."""
+        if self.proc is None:
+            return
+        sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT,
+               "immediate": signal.SIGQUIT}[mode]
+        self._close_clients()
+        for s in (sig, signal.SIGQUIT, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                break
+            self.proc.send_signal(s)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def crash(self):
+        """An immediate shutdown: like a crash for the clients, and the next
+        start() runs crash recovery."""
+        self.stop(mode="immediate")
+
+    def restart(self, down_for=0.0, mode="fast"):
+        """Stops and starts again on the same port and data. down_for seconds
+        pass in between (an outage the daemon has to ride out)."""
+        port = self.port
+        self.stop(mode=mode)
+        if down_for:
+            time.sleep(down_for)
+        self.start(port=port)
+
+    def cleanup(self):
+        self.stop()
+
+
+def migrate(pg, *args, check=True, env=None, timeout=60):
+    """Runs `stellerctl migrate --database URL [args]` against a
+    PostgresServer; returns the CompletedProcess (text stdout/stderr). With
+    check, a non-zero exit fails the test with both outputs."""
+    cmd = [CTL_BIN, "migrate", "--database", pg.url()] + list(args)
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       env=env, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError("%s exited %d\nstdout:\n%s\nstderr:\n%s"
+                             % (" ".join(cmd), p.returncode, p.stdout, p.stderr))
+    return p
 
 
 # ---------------------------------------------------------------- config
@@ -603,6 +835,12 @@ def _sanitizer_reports():
 
 
 def _cleanup_test(failed):
+    for fn in _finalizers:
+        try:
+            fn()
+        except Exception:
+            traceback.print_exc(file=sys.stdout)
+    del _finalizers[:]
     for w in _workers:
         w.kill(grace=0)
     for name, p in reversed(_procs):

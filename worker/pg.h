@@ -1,0 +1,61 @@
+/*
+ * pg.h - PostgreSQL on a worker's libev loop: a small pool of non-blocking
+ * libpq connections.
+ *
+ * Connections are opened with PQconnectStart/PQconnectPoll and then run in
+ * non-blocking mode; every socket wait is an ev_io watcher, so nothing here ever
+ * blocks the loop. A lost connection is reopened with backoff (100 ms doubling to
+ * 5 s, with jitter). A request is one simple-query string, optionally with COPY
+ * FROM STDIN data: "COPY t FROM STDIN; INSERT ... SELECT ..." runs as one
+ * implicit transaction in one round trip.
+ *
+ * Ownership: pg_run() copies nothing; sql and copy data must stay valid until the
+ * callback. The callback runs exactly once: with the outcome, or with
+ * PG_LOST when the connection died under the request (its fate is unknown: the
+ * transaction may or may not have committed). The PGresult passed to it belongs
+ * to the pool and is freed after the callback returns.
+ */
+#ifndef STELLER_PG_H
+#define STELLER_PG_H
+
+#include <ev.h>
+#include <libpq-fe.h>
+#include <stddef.h>
+
+enum pg_outcome {
+    PG_OK = 0,
+    PG_ERROR = 1, /* the server refused the statement: see sqlstate */
+    PG_LOST = 2,  /* the connection went away; retry later */
+};
+
+struct pg_pool;
+
+/* res: the last result (PG_OK) or the error result (PG_ERROR), else NULL. */
+typedef void pg_done_fn(void *ud, enum pg_outcome outcome, const PGresult *res,
+                        const char *sqlstate, const char *message);
+
+/* A pool of `size` connections to conninfo (a libpq URI or key=value string). */
+/* statement_timeout_ms is set on every connection (0: the server's default). */
+struct pg_pool *pg_new(struct ev_loop *loop, const char *conninfo, int size,
+                       int statement_timeout_ms);
+void pg_free(struct pg_pool *p);
+
+/* How many connections are ready for a request now. */
+int pg_idle(const struct pg_pool *p);
+
+/* 1 when at least one connection is open. */
+int pg_is_up(const struct pg_pool *p);
+
+/* Runs sql on an idle connection. copy (may be NULL) is the data for a COPY
+ * FROM STDIN in sql. Returns 0, or -1 when no connection is idle (fn not called). */
+int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len, pg_done_fn *fn,
+           void *ud);
+
+/* Called whenever a connection becomes idle, so a waiting user can run. */
+void pg_on_idle(struct pg_pool *p, void (*fn)(void *ud), void *ud);
+
+/* Transient: retrying the same statement later may succeed (connection, lock,
+ * serialization, resource and shutdown classes). */
+int pg_sqlstate_transient(const char *sqlstate);
+
+#endif
