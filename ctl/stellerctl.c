@@ -749,6 +749,7 @@ struct stats {
     unsigned char *paused;
     long long enqueued, processing, scheduled, retry, dead;
     long long workers_registered, workers_live;
+    long long pg_up, pg_down; /* live workers whose PostgreSQL pool is up / down */
     long long total[NCOUNTERS], daily[NCOUNTERS];
 };
 
@@ -841,25 +842,47 @@ static int stats_processing(struct ctl *ctl, struct stats *s)
     return rc;
 }
 
-/* Registered workers, and how many still have their heartbeat hash. */
+/* One worker's heartbeat: nil when the hash expired, else its "pg" field
+ * ("up", "down", or "off" when no database is configured). */
+static void stats_count_worker(struct stats *s, const redisReply *pg)
+{
+    if (pg->type != REDIS_REPLY_ARRAY || pg->elements != 2 ||
+        pg->element[0]->type != REDIS_REPLY_INTEGER || !pg->element[0]->integer)
+        return;
+    s->workers_live++;
+    if (pg->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    s->pg_up += strcmp(pg->element[1]->str, "up") == 0;
+    s->pg_down += strcmp(pg->element[1]->str, "down") == 0;
+}
+
+/* Registered workers, how many still have their heartbeat hash, and what
+ * they last said of PostgreSQL. */
 static int stats_workers(struct ctl *ctl, struct stats *s)
 {
     redisReply *r = redisCommand(ctl->rc, "SMEMBERS %s:workers", ctl->prefix);
-    long long *alive = NULL;
     int rc = ctl_reply_status(ctl, r, "SMEMBERS workers");
+    size_t sent = 0;
 
-    if (rc == CTL_OK && r->elements && !(alive = calloc(r->elements, sizeof *alive)))
-        rc = ctl_complain(CTL_FAILED, "out of memory");
-    for (size_t i = 0; rc == CTL_OK && i < r->elements; i++)
-        redisAppendCommand(ctl->rc, "EXISTS %s:worker:%b", ctl->prefix, r->element[i]->str,
-                           r->element[i]->len);
-    if (rc == CTL_OK)
-        rc = read_numbers(ctl, alive, r->elements, "EXISTS worker");
+    for (size_t i = 0; rc == CTL_OK && i < r->elements; i++, sent++) {
+        const redisReply *wid = r->element[i];
+        redisAppendCommand(ctl->rc, "MULTI");
+        redisAppendCommand(ctl->rc, "EXISTS %s:worker:%b", ctl->prefix, wid->str, wid->len);
+        redisAppendCommand(ctl->rc, "HGET %s:worker:%b pg", ctl->prefix, wid->str, wid->len);
+        redisAppendCommand(ctl->rc, "EXEC");
+    }
+    for (size_t i = 0; i < sent * 4; i++) {
+        redisReply *x = NULL;
+        if (redisGetReply(ctl->rc, (void **)&x) != REDIS_OK) {
+            rc = ctl_reply_status(ctl, NULL, "EXEC worker");
+            break;
+        }
+        if (i % 4 == 3 && x && x->type == REDIS_REPLY_ARRAY)
+            stats_count_worker(s, x);
+        freeReplyObject(x);
+    }
     if (rc == CTL_OK)
         s->workers_registered = (long long)r->elements;
-    for (size_t i = 0; rc == CTL_OK && i < r->elements; i++)
-        s->workers_live += alive[i] > 0;
-    free(alive);
     freeReplyObject(r);
     return rc;
 }
@@ -952,6 +975,9 @@ static json_t *stats_json(const struct ctl *ctl, const struct stats *s, const st
     json_object_set_new(root, "workers",
                         json_pack("{s:I,s:I}", "registered", (json_int_t)s->workers_registered,
                                   "live", (json_int_t)s->workers_live));
+    json_object_set_new(root, "postgresql",
+                        json_pack("{s:I,s:I}", "up", (json_int_t)s->pg_up, "down",
+                                  (json_int_t)s->pg_down));
     json_object_set_new(root, "counters", counters);
     json_object_set_new(root, "today", today);
     if (rt)
@@ -1018,8 +1044,13 @@ static void print_stats_table(const struct ctl *ctl, const struct stats *s, cons
     printf("%-*s  %*lld\n", name_w, "scheduled", num_w, s->scheduled);
     printf("%-*s  %*lld\n", name_w, "retry", num_w, s->retry);
     printf("%-*s  %*lld\n", name_w, "dead", num_w, s->dead);
-    printf("%-*s  %*lld  live (%lld registered)\n\n", name_w, "workers", num_w, s->workers_live,
+    printf("%-*s  %*lld  live (%lld registered)\n", name_w, "workers", num_w, s->workers_live,
            s->workers_registered);
+    if (s->pg_up + s->pg_down == 0)
+        printf("%-*s  %*s  not configured\n\n", name_w, "postgresql", num_w, "-");
+    else
+        printf("%-*s  %*lld  up (%lld down)\n\n", name_w, "postgresql", num_w, s->pg_up,
+               s->pg_down);
 
     printf("%-*s  %*s  %*s%s\n", name_w, "COUNTER", num_w, "TOTAL", day_w, "TODAY",
            rt ? "   PER SEC" : "");
@@ -1179,6 +1210,8 @@ static const char stats_help[] =
     "    dead         entries in P:dead\n"
     "    workers      {\"registered\": int, \"live\": int}: in P:workers, and of those,\n"
     "                 with a live P:worker:<wid> heartbeat\n"
+    "    postgresql   {\"up\": int, \"down\": int}: live workers whose PostgreSQL\n"
+    "                 connections are up / down (both 0: no database configured)\n"
     "    counters     {\"processed\": int, \"failed\": int, \"dead\": int} since the start\n"
     "    today        {\"date\": \"YYYY-MM-DD\", \"processed\": int, \"failed\": int,\n"
     "                  \"dead\": int} for the current UTC day\n"

@@ -2,10 +2,11 @@
 # scripts/demo.sh - set everything up and watch the worker run a demo workload.
 #
 # Installs what is missing (scripts/deps.sh), builds into build/, starts a
-# private redis-server on a free loopback port with its data in .run/redis,
-# starts steller-worker with .run/demo.conf, feeds it a mixed workload with
-# stellerctl and prints what happens. Ctrl-C (or the end of the demo) stops
-# everything it started.
+# private redis-server and a private PostgreSQL on free loopback ports with
+# their data in .run/, migrates the database, starts steller-worker with
+# .run/demo.conf, feeds it a mixed workload (no-ops, sleeps, failures, a
+# malformed envelope, scheduled jobs, API request logs) and prints what
+# happens. Ctrl-C (or the end of the demo) stops everything it started.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,11 +24,30 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 mkdir -p "$RUN/redis"
 PORT=$(free_port)
 pids=()
+stop_pg() { :; }
 stop_all() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    stop_pg
 }
 trap stop_all EXIT
+
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+PGPORT=$(free_port)
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+mkdir -p "$RUN/pg"
+[ "$(id -u)" -eq 0 ] && chown postgres "$RUN/pg"
+if [ ! -f "$RUN/pg/data/PG_VERSION" ]; then
+    as_pg "$PGBIN/initdb" -D "$RUN/pg/data" -A trust -U postgres >/dev/null
+fi
+as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -l "$RUN/pg/postgres.log" -w \
+    -o "-p $PGPORT -k $RUN/pg -c listen_addresses=127.0.0.1" start >/dev/null
+stop_pg() { as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -m fast stop >/dev/null 2>&1 || true; }
+psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'steller'" |
+    grep -q 1 || psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -c "CREATE DATABASE steller"
+DBURL="postgresql://postgres@127.0.0.1:$PGPORT/steller"
+echo "postgresql on 127.0.0.1:$PGPORT (data in .run/pg)"
+build/stellerctl migrate --database "$DBURL"
 
 redis-server --port "$PORT" --bind 127.0.0.1 --dir "$RUN/redis" --appendonly yes \
     --save '' --daemonize no --logfile "$RUN/redis.log" &
@@ -37,10 +57,12 @@ echo "redis-server on 127.0.0.1:$PORT (data in .run/redis)"
 
 cat > "$RUN/demo.conf" <<CONF
 workers = 2;
-concurrency = 32;
+concurrency = 256;
 debug_jobs = true;
 shutdown_timeout = 5.0;
 redis = { url = "redis://127.0.0.1:$PORT/0"; prefix = "steller"; };
+database = { url = "$DBURL"; };
+http = { listen = "127.0.0.1:$(free_port)"; };
 types = ( { name = "sys.fail"; max_attempts = 3; backoff_base = 1.0; backoff_factor = 0.1; } );
 CONF
 build/steller-worker -c "$RUN/demo.conf" 2> >(sed -u 's/^/  [worker] /' >&2) &
@@ -56,8 +78,25 @@ ctl enqueue sys.fail --args '{"message": "demo: transient failure"}' --count 3
 ctl enqueue sys.fail --args '{"message": "demo: permanent failure", "permanent": true}'
 ctl enqueue sys.noop --in 5 --count 5
 printf '\xc1 not an envelope' | redis-cli -p "$PORT" -x LPUSH steller:queue:default >/dev/null
+# 5000 API request logs (one with a bad IP address), as the API's middleware pushes them
+/usr/bin/python3 - "$PORT" <<'PY'
+import sys, time, uuid, msgpack, redis
+r = redis.Redis(port=int(sys.argv[1]))
+now = int(time.time() * 1000)
+p = r.pipeline(transaction=False)
+for i in range(5000):
+    args = {"request_id": str(uuid.uuid4()), "partner_id": i % 40 + 1, "method": "GET",
+            "path": "/api/v1/wallet/me", "status": 200, "duration_ms": i % 90,
+            "ip": "203.0.113.%d" % (i % 250) if i != 4999 else "not-an-ip",
+            "user_agent": "demo/1.0", "request_bytes": 120, "response_bytes": 840,
+            "environment": "sandbox", "occurred_at": now - i}
+    env = {"jid": uuid.uuid4().hex[:20], "type": "request_log", "args": args,
+           "queue": "request_log", "created_at": now, "attempt": 0}
+    p.lpush("steller:queue:request_log", msgpack.packb(env))
+p.execute()
+PY
 echo "(20000 no-ops, 200 sleeps, 3 jobs failing then dead, 1 permanent failure,"
-echo " 5 jobs scheduled 5 s ahead, 1 malformed envelope)"
+echo " 5 jobs scheduled 5 s ahead, 1 malformed envelope, 5000 request logs with 1 bad one)"
 
 for _ in $(seq 1 $((DURATION / 5))); do
     sleep 5
@@ -65,7 +104,11 @@ for _ in $(seq 1 $((DURATION / 5))); do
     ctl stats
 done
 echo
-echo "== the dead-letter list (newest first)"
-redis-cli -p "$PORT" --no-raw LRANGE steller:dead 0 4 | cut -c1-160
+echo "== the dead-letter list"
+ctl dead ls
 echo
-echo "demo over: stopping the worker and redis-server"
+echo "== request logs written to PostgreSQL"
+psql -h 127.0.0.1 -p "$PGPORT" -U postgres steller -c \
+    'SELECT count(*) AS rows, count(DISTINCT "PartnerId") AS partners FROM "ApiRequestLogs"'
+echo
+echo "demo over: stopping the worker, redis-server and PostgreSQL"

@@ -27,6 +27,7 @@
 
 #include "delivery.h"
 #include "log.h"
+#include "pg.h"
 #include "registry.h"
 
 #define REAP_BATCH 200
@@ -308,12 +309,13 @@ static void upkeep_beat(struct upkeep *u)
     snprintf(busy, sizeof(busy), "%d", w->running);
     snprintf(beat, sizeof(beat), "%lld", (long long)worker_now_ms(w));
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(w->cfg->heartbeat_ttl * 1000));
-    const char *hset[16] = {"HSET", w->k.worker, "host", w->host, "pid", pid, "started_at",
+    const char *pg = !w->pg ? "off" : pg_is_up(w->pg) ? "up" : "down";
+    const char *hset[18] = {"HSET", w->k.worker, "host", w->host, "pid", pid, "started_at",
                             started, "queues", queues, "concurrency", conc, "busy", busy,
-                            "beat", beat};
+                            "beat", beat, "pg", pg};
     const char *pexp[3] = {"PEXPIRE", w->k.worker, ttl};
     const char *sadd[3] = {"SADD", w->k.workers, w->wid};
-    if (rc_cmd(w->cmd, NULL, NULL, 16, hset, NULL) != 0)
+    if (rc_cmd(w->cmd, NULL, NULL, 18, hset, NULL) != 0)
         return;
     rc_cmd(w->cmd, NULL, NULL, 3, pexp, NULL);
     rc_cmd(w->cmd, NULL, NULL, 3, sadd, NULL);

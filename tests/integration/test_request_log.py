@@ -10,6 +10,8 @@
 
 import datetime
 import ipaddress
+import json
+import subprocess
 import os
 import signal
 import time
@@ -62,6 +64,18 @@ def expected_row(a):
 
 def count(pg):
     return pg.query('SELECT count(*), count(DISTINCT "RequestId") FROM "ApiRequestLogs"')[0]
+
+
+def count_offline(r):
+    return stats(r)["processed"]
+
+
+def pg_status(w):
+    """(up, down) as `stellerctl stats --json` reports PostgreSQL."""
+    out = subprocess.run([CTL_BIN, "-c", w.conf_path, "stats", "--json"], capture_output=True,
+                         text=True, check=True).stdout
+    pg = json.loads(out)["postgresql"]
+    return pg["up"], pg["down"]
 
 
 def rl_worker(rs, pg, **over):
@@ -135,8 +149,12 @@ def test_postgresql_crash_mid_run_loses_and_doubles_nothing():
         push(r, [entry(i) for i in range(n)])
         with rl_worker(rs, pg) as w:
             w.wait_for(lambda: count(pg)[0] > 0, 30, "the first rows written")
-            pg.restart(down_for=2.0, mode="immediate")
-            print("  postgres crashed and restarted after %d rows" % count(pg)[0])
+            port = pg.port
+            pg.crash()
+            print("  postgres crashed after %d rows" % count_offline(r))
+            w.wait_for(lambda: pg_status(w) == (0, 2), 10, "stats showing postgresql down")
+            pg.start(port=port)
+            w.wait_for(lambda: pg_status(w) == (2, 0), 20, "stats showing postgresql up")
             w.wait_for(lambda: settled(r, pg, n), 120, "all rows written after the restart")
             assert w.running()
         assert count(pg) == (n, n)
