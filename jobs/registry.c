@@ -71,6 +71,9 @@ int reg_init(const struct config *c, char *err, size_t errlen)
 
 void reg_free(void)
 {
+    for (size_t i = 0; i < reg_count; i++)
+        if (reg_table[i].stop)
+            reg_table[i].stop();
     reg_count = 0;
 }
 

@@ -15,6 +15,7 @@
 #include "job.h"
 
 int reg_init(const struct config *c, char *err, size_t errlen);
+/* Calls every type's stop hook, then forgets the table. */
 void reg_free(void);
 
 /* The type named by the len bytes at name, or NULL. */

@@ -77,6 +77,7 @@ static struct {
     struct pg_pool *pg;
     struct rl_batch *open;
     struct rl_batch *ready, *ready_tail;
+    struct rl_batch *later; /* waiting on their retry timers */
     ev_timer wait;
     int inflight; /* batches sent and not answered */
     int batch_max;
@@ -116,7 +117,11 @@ static long utf8_prefix(const unsigned char *s, size_t len, size_t max)
     while (i < len) {
         unsigned c = s[i];
         size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (n == 0 || i + n > len || (n == 2 && c < 0xc2))
+        if (n == 0 || i + n > len || (n == 2 && c < 0xc2) || c > 0xf4)
+            return -1;
+        /* no overlong forms, no surrogates, nothing above U+10FFFF */
+        if ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] > 0x9f) ||
+            (c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] > 0x8f))
             return -1;
         for (size_t k = 1; k < n; k++)
             if ((s[i + k] & 0xc0) != 0x80)
@@ -436,13 +441,20 @@ static void rl_retry_later(struct rl_batch *b, const char *why)
             b->tries, log_q(q, sizeof(q), why, strcspn(why, "\n")));
     ev_timer_set(&b->retry, delay > 5.0 ? 5.0 : delay, 0);
     ev_timer_start(rl.loop, &b->retry);
+    b->next = rl.later;
+    rl.later = b;
 }
 
 static void rl_on_retry(struct ev_loop *loop, ev_timer *t, int revents)
 {
+    struct rl_batch *b = t->data, **pp = &rl.later;
     (void)loop;
     (void)revents;
-    rl_submit(t->data, 1);
+    while (*pp && *pp != b)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = b->next;
+    rl_submit(b, 1);
 }
 
 static int rl_live(const struct rl_batch *b)
@@ -464,11 +476,13 @@ static void rl_on_written(void *ud, enum pg_outcome outcome, const PGresult *res
         rl_finish_all(b, JOB_OK, NULL);
     } else if (!rl_live(b)) {
         rl_batch_free(b); /* every job was cancelled: nobody waits for this batch */
-    } else if (outcome == PG_LOST || pg_sqlstate_transient(sqlstate)) {
-        rl_retry_later(b, message);
-    } else if (strcmp(sqlstate, "23505") == 0 && !b->dedup) {
+    } else if (outcome == PG_ERROR && strcmp(sqlstate, "23505") == 0 && !b->dedup) {
         b->dedup = 1; /* a replayed row: take the path that skips duplicates */
         rl_submit(b, 1);
+    } else if (outcome != PG_ERROR || !pg_sqlstate_data(sqlstate)) {
+        /* the connection, or the database as a whole (read-only, missing table,
+         * permissions): no row is to blame, so the batch waits and tries again */
+        rl_retry_later(b, message);
     } else if (b->n > 1) {
         rl_split(b);
     } else {
@@ -544,8 +558,12 @@ static void rl_start(struct job *job)
     free(row.buf);
     if (rl.open->n >= rl.batch_max || job_worker_full(job))
         rl_close_open();
-    else if (!ev_is_active(&rl.wait))
+    else if (rl.open->n >= job_config(job)->concurrency / 2 && rl.inflight == 0)
+        rl_close_open();
+    else if (!ev_is_active(&rl.wait)) {
+        ev_timer_set(&rl.wait, rl.wait_s, 0);
         ev_timer_start(rl.loop, &rl.wait);
+    }
 }
 
 /* The row stays in its batch and may still be written: a retry of this job
@@ -561,6 +579,21 @@ static void rl_cancel(struct job *job)
     job->data = NULL;
 }
 
+/* The process is ending and every job was cancelled: free what is left. */
+static void rl_stop(void)
+{
+    struct rl_batch *lists[3] = {rl.open, rl.ready, rl.later};
+    if (rl.loop)
+        ev_timer_stop(rl.loop, &rl.wait);
+    for (int i = 0; i < 3; i++) {
+        for (struct rl_batch *b = lists[i], *next; b; b = next) {
+            next = i ? b->next : NULL;
+            rl_batch_free(b);
+        }
+    }
+    memset(&rl, 0, sizeof(rl));
+}
+
 const struct job_type request_log_type = {
     .name = "request_log",
     .queue = "request_log",
@@ -569,4 +602,5 @@ const struct job_type request_log_type = {
     .backoff = BACKOFF_DEFAULT,
     .start = rl_start,
     .cancel = rl_cancel,
+    .stop = rl_stop,
 };

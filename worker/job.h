@@ -41,6 +41,9 @@ struct job_type {
     int debug_only;     /* registered only when debug_jobs = true */
     void (*start)(struct job *job);
     void (*cancel)(struct job *job);
+    /* Optional: the worker process is ending and every job of this type was
+     * cancelled or finished; free what the type keeps for the process. */
+    void (*stop)(void);
 };
 
 struct worker;

@@ -28,7 +28,7 @@ struct pg_conn {
     PGconn *conn;
     enum pgc_state state;
     ev_io io;
-    ev_timer timer; /* reconnect backoff, or the connect deadline */
+    ev_timer timer; /* reconnect backoff, the connect deadline, or the request deadline */
     int failures;
 
     /* the request in flight */
@@ -49,6 +49,8 @@ struct pg_pool {
     void *idle_ud;
     int was_up;
     char options[128]; /* libpq "options": settings every session starts with */
+    double request_deadline; /* seconds: statement_timeout plus a margin */
+    int closing;
 };
 
 static void pgc_connect(struct pg_conn *c);
@@ -57,7 +59,10 @@ static void pgc_pump(struct pg_conn *c);
 static void pgc_watch(struct pg_conn *c, int events)
 {
     int fd = c->conn ? PQsocket(c->conn) : -1;
-    if (ev_is_active(&c->io) && c->io.fd == fd && (c->io.events & (EV_READ | EV_WRITE)) == events)
+    /* While connecting, libpq may close a socket and open the next host's with the
+     * same number: epoll forgot the old one, so re-arm even when nothing looks changed. */
+    if (c->state != PGC_CONNECTING && ev_is_active(&c->io) && c->io.fd == fd &&
+        (c->io.events & (EV_READ | EV_WRITE)) == events)
         return;
     ev_io_stop(c->pool->loop, &c->io);
     if (fd < 0 || !events)
@@ -226,6 +231,7 @@ static void pgc_pump(struct pg_conn *c)
         PGresult *res = PQgetResult(c->conn);
         if (!res) {
             /* the callback first, so that it may run its next request at once */
+            ev_timer_stop(c->pool->loop, &c->timer);
             c->state = PGC_IDLE;
             pgc_watch(c, EV_READ);
             pgc_finish_request(c, PG_OK, NULL);
@@ -272,6 +278,9 @@ static void pgc_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     if (c->state == PGC_CONNECTING)
         pgc_down(c, "connect timed out");
+    else if (c->state == PGC_BUSY)
+        pgc_down(c, "no answer in time; dropping the connection"); /* the server stops the
+                                                                     statement on its own */
     else if (c->state == PGC_DOWN)
         pgc_connect(c);
 }
@@ -288,8 +297,10 @@ static void pgc_notice(void *arg, const char *message)
 static void pgc_connect(struct pg_conn *c)
 {
     /* dbname is expanded as the whole conninfo; the keys after it override it */
-    const char *keys[] = {"dbname", "application_name", "options", NULL};
-    const char *vals[] = {c->pool->conninfo, "steller-worker", c->pool->options, NULL};
+    const char *keys[] = {"dbname", "application_name", "options", "client_encoding",
+                          "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+    const char *vals[] = {c->pool->conninfo, "steller-worker", c->pool->options, "UTF8", "30",
+                          "10", "3", NULL};
     c->conn = PQconnectStartParams(keys, vals, 1);
     if (!c->conn || PQstatus(c->conn) == CONNECTION_BAD) {
         pgc_down(c, c->conn ? PQerrorMessage(c->conn) : "out of memory");
@@ -316,6 +327,7 @@ struct pg_pool *pg_new(struct ev_loop *loop, const char *conninfo, int size,
     p->size = size;
     snprintf(p->options, sizeof(p->options),
              "-c client_min_messages=warning -c statement_timeout=%d", statement_timeout_ms);
+    p->request_deadline = statement_timeout_ms / 1000.0 + 10.0;
     p->was_up = -1; /* neither: the first state, up or down, is logged */
     for (int i = 0; i < size; i++) {
         struct pg_conn *c = &p->conns[i];
@@ -334,13 +346,16 @@ void pg_free(struct pg_pool *p)
     if (!p)
         return;
     p->idle_fn = NULL;
+    p->closing = 1; /* callbacks run below must not start new requests */
     for (int i = 0; i < p->size; i++) {
         struct pg_conn *c = &p->conns[i];
         ev_io_stop(p->loop, &c->io);
         ev_timer_stop(p->loop, &c->timer);
-        pgc_finish_request(c, PG_LOST, "shutting down");
         if (c->conn)
             PQfinish(c->conn);
+        c->conn = NULL;
+        c->state = PGC_DOWN;
+        pgc_finish_request(c, PG_LOST, "shutting down");
     }
     free(p->conns);
     free(p->conninfo);
@@ -367,7 +382,9 @@ int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len
            void *ud)
 {
     struct pg_conn *c = NULL;
-    for (int i = 0; p && i < p->size && !c; i++)
+    if (!p || p->closing)
+        return -1;
+    for (int i = 0; i < p->size && !c; i++)
         if (p->conns[i].state == PGC_IDLE)
             c = &p->conns[i];
     if (!c)
@@ -379,6 +396,9 @@ int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len
     c->copy_len = copy_len;
     c->copy_off = 0;
     c->in_copy = c->copy_ended = c->errored = 0;
+    ev_timer_stop(p->loop, &c->timer);
+    ev_timer_set(&c->timer, p->request_deadline, 0);
+    ev_timer_start(p->loop, &c->timer);
     if (!PQsendQuery(c->conn, sql)) {
         /* the connection broke while idle; the caller hears PG_LOST from a callback */
         pgc_down(c, PQerrorMessage(c->conn));
@@ -392,6 +412,12 @@ void pg_on_idle(struct pg_pool *p, void (*fn)(void *ud), void *ud)
 {
     p->idle_fn = fn;
     p->idle_ud = ud;
+}
+
+int pg_sqlstate_data(const char *s)
+{
+    return s && strlen(s) == 5 &&
+           (strncmp(s, "22", 2) == 0 || (strncmp(s, "23", 2) == 0 && strcmp(s, "23505") != 0));
 }
 
 int pg_sqlstate_transient(const char *s)

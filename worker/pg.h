@@ -2,6 +2,10 @@
  * pg.h - PostgreSQL on a worker's libev loop: a small pool of non-blocking
  * libpq connections.
  *
+ * A request that gets no answer within statement_timeout + 10 s drops its
+ * connection and ends as PG_LOST (PQcancel would block the loop); the server
+ * stops the statement itself at statement_timeout.
+ *
  * Connections are opened with PQconnectStart/PQconnectPoll and then run in
  * non-blocking mode; every socket wait is an ev_io watcher, so nothing here ever
  * blocks the loop. A lost connection is reopened with backoff (100 ms doubling to
@@ -53,6 +57,10 @@ int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len
 
 /* Called whenever a connection becomes idle, so a waiting user can run. */
 void pg_on_idle(struct pg_pool *p, void (*fn)(void *ud), void *ud);
+
+/* A data error: this statement's data is wrong (classes 22 and 23, except a
+ * unique violation); the same data will fail again. */
+int pg_sqlstate_data(const char *sqlstate);
 
 /* Transient: retrying the same statement later may succeed (connection, lock,
  * serialization, resource and shutdown classes). */

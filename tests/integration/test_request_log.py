@@ -11,6 +11,8 @@
 import datetime
 import ipaddress
 import json
+
+import msgpack
 import subprocess
 import os
 import signal
@@ -177,6 +179,52 @@ def test_kill_9_of_a_worker_mid_batch_loses_and_doubles_nothing():
             w.wait_for(lambda: settled(r, pg, n), 120, "all rows written after the kill")
         assert count(pg) == (n, n)
         assert r.llen("%s:dead" % PREFIX) == 0, dead_records(r)[:3]
+
+
+def test_a_database_wide_error_dead_letters_nothing():
+    """A read-only database (a failover in progress) refuses every batch: no row is
+    to blame, so the batches wait and go in once it is writable again."""
+    n = 3000
+    with RedisServer() as rs, PostgresServer() as pg:
+        migrate(pg)
+        pg.query("ALTER DATABASE steller SET default_transaction_read_only = on")
+        r = rs.client()
+        push(r, [entry(i) for i in range(n)])
+        with rl_worker(rs, pg) as w:
+            w.wait_for(lambda: "read-only" in w.log(), 20, "the refusal logged")
+            time.sleep(1.0)
+            assert count(pg)[0] == 0 and r.llen("%s:dead" % PREFIX) == 0, dead_records(r)[:2]
+            pg.query("ALTER DATABASE steller SET default_transaction_read_only = off",
+                     dbname="postgres")
+            # sessions keep the setting they started with: make the pool reconnect
+            pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name = 'steller-worker'", dbname="postgres")
+            w.wait_for(lambda: settled(r, pg, n), 60, "all rows written once writable")
+        assert count(pg) == (n, n)
+        assert r.llen("%s:dead" % PREFIX) == 0
+
+
+def test_text_postgresql_would_refuse_is_dead_with_an_args_reason():
+    """Surrogates, overlong forms and code points past U+10FFFF are not UTF-8 to
+    PostgreSQL: caught before the batch, so the rest goes in with one COPY."""
+    bad = [b"\xed\xa0\x80", b"\xe0\x80\xaf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80"]
+    with RedisServer() as rs, PostgresServer() as pg:
+        migrate(pg)
+        r = rs.client()
+        good = [entry(i) for i in range(500)]
+        raws = [envelope("request_log", a, queue="request_log")[1] for a in good]
+        for i, b in enumerate(bad):
+            a = entry(10000 + i)
+            a["user_agent"] = "ua-" + b.decode("utf-8", "surrogateescape")
+            raws.append(msgpack.packb({"jid": "bad-%d" % i, "type": "request_log", "args": a,
+                                       "queue": "request_log"},
+                                      use_bin_type=True, unicode_errors="surrogateescape"))
+        enqueue(r, raws, queue="request_log")
+        with rl_worker(rs, pg) as w:
+            w.wait_for(lambda: settled(r, pg, len(good)) and
+                       r.llen("%s:dead" % PREFIX) == len(bad), 30, "good in, bad dead")
+        assert count(pg)[0] == len(good)
+        assert all("not valid UTF-8" in d["error"] for d in dead_records(r)), dead_records(r)
 
 
 if __name__ == "__main__":
