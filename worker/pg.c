@@ -378,17 +378,18 @@ int pg_is_up(const struct pg_pool *p)
     return 0;
 }
 
-int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len, pg_done_fn *fn,
-           void *ud)
+/* Takes an idle connection for a request, or NULL. */
+static struct pg_conn *pg_take(struct pg_pool *p, const char *copy, size_t copy_len,
+                               pg_done_fn *fn, void *ud)
 {
     struct pg_conn *c = NULL;
     if (!p || p->closing)
-        return -1;
+        return NULL;
     for (int i = 0; i < p->size && !c; i++)
         if (p->conns[i].state == PGC_IDLE)
             c = &p->conns[i];
     if (!c)
-        return -1;
+        return NULL;
     c->state = PGC_BUSY;
     c->fn = fn;
     c->ud = ud;
@@ -399,13 +400,36 @@ int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len
     ev_timer_stop(p->loop, &c->timer);
     ev_timer_set(&c->timer, p->request_deadline, 0);
     ev_timer_start(p->loop, &c->timer);
-    if (!PQsendQuery(c->conn, sql)) {
-        /* the connection broke while idle; the caller hears PG_LOST from a callback */
+    return c;
+}
+
+/* A send that fails means the connection broke while idle: the caller hears
+ * PG_LOST from its callback, before this returns. */
+static int pg_sent(struct pg_conn *c, int ok)
+{
+    if (!ok)
         pgc_down(c, PQerrorMessage(c->conn));
-        return 0;
-    }
-    pgc_pump(c);
+    else
+        pgc_pump(c);
     return 0;
+}
+
+int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len, pg_done_fn *fn,
+           void *ud)
+{
+    struct pg_conn *c = pg_take(p, copy, copy_len, fn, ud);
+    if (!c)
+        return -1;
+    return pg_sent(c, PQsendQuery(c->conn, sql));
+}
+
+int pg_run_params(struct pg_pool *p, const char *sql, int nparams, const char *const *values,
+                  pg_done_fn *fn, void *ud)
+{
+    struct pg_conn *c = pg_take(p, NULL, 0, fn, ud);
+    if (!c)
+        return -1;
+    return pg_sent(c, PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0));
 }
 
 void pg_on_idle(struct pg_pool *p, void (*fn)(void *ud), void *ud)

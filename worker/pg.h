@@ -55,6 +55,12 @@ int pg_is_up(const struct pg_pool *p);
 int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len, pg_done_fn *fn,
            void *ud);
 
+/* Runs one parameterized statement ($1, $2 ... in sql; values as text, NULL for
+ * SQL NULL) with the extended protocol, so values are never spliced into SQL.
+ * values must stay valid until fn runs. Same return and callback rules as pg_run. */
+int pg_run_params(struct pg_pool *p, const char *sql, int nparams, const char *const *values,
+                  pg_done_fn *fn, void *ud);
+
 /* Called whenever a connection becomes idle, so a waiting user can run. */
 void pg_on_idle(struct pg_pool *p, void (*fn)(void *ud), void *ud);
 
