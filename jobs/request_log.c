@@ -357,14 +357,20 @@ static struct rl_batch *rl_batch_new(void)
     return b;
 }
 
+/* Back to the head of the queue without draining (rl_drain is the caller). */
+static void rl_submit_front_only(struct rl_batch *b)
+{
+    b->next = rl.ready;
+    rl.ready = b;
+    if (!rl.ready_tail)
+        rl.ready_tail = b;
+}
+
 static void rl_submit(struct rl_batch *b, int front)
 {
     b->next = NULL;
     if (front) {
-        b->next = rl.ready;
-        rl.ready = b;
-        if (!rl.ready_tail)
-            rl.ready_tail = b;
+        rl_submit_front_only(b);
     } else {
         if (rl.ready_tail)
             rl.ready_tail->next = b;
@@ -510,8 +516,12 @@ static void rl_drain(void *ud)
             rl_batch_free(b);
             continue;
         }
+        if (pg_run(rl.pg, b->dedup ? rl_dedup_sql : rl_copy_sql, b->buf, b->len, rl_on_written,
+                   b) != 0) {
+            rl_submit_front_only(b); /* that connection just broke: wait for another */
+            break;
+        }
         rl.inflight++;
-        pg_run(rl.pg, b->dedup ? rl_dedup_sql : rl_copy_sql, b->buf, b->len, rl_on_written, b);
     }
 }
 

@@ -403,14 +403,18 @@ static struct pg_conn *pg_take(struct pg_pool *p, const char *copy, size_t copy_
     return c;
 }
 
-/* A send that fails means the connection broke while idle: the caller hears
- * PG_LOST from its callback, before this returns. */
+/* The request goes on from the loop, never inside pg_run(): a callback that
+ * runs before pg_run() returns would surprise every caller. A send that fails
+ * means the connection broke while idle: it goes down, fn is not called, and
+ * pg_run() returns -1 as if no connection were idle. */
 static int pg_sent(struct pg_conn *c, int ok)
 {
-    if (!ok)
+    if (!ok) {
+        c->fn = NULL;
         pgc_down(c, PQerrorMessage(c->conn));
-    else
-        pgc_pump(c);
+        return -1;
+    }
+    pgc_watch(c, EV_READ | EV_WRITE);
     return 0;
 }
 

@@ -14,7 +14,7 @@
  * implicit transaction in one round trip.
  *
  * Ownership: pg_run() copies nothing; sql and copy data must stay valid until the
- * callback. The callback runs exactly once: with the outcome, or with
+ * callback. The callback runs exactly once, from the loop: with the outcome, or with
  * PG_LOST when the connection died under the request (its fate is unknown: the
  * transaction may or may not have committed). The PGresult passed to it belongs
  * to the pool and is freed after the callback returns.
@@ -51,7 +51,8 @@ int pg_idle(const struct pg_pool *p);
 int pg_is_up(const struct pg_pool *p);
 
 /* Runs sql on an idle connection. copy (may be NULL) is the data for a COPY
- * FROM STDIN in sql. Returns 0, or -1 when no connection is idle (fn not called). */
+ * FROM STDIN in sql. Returns 0, or -1 when no connection is idle (fn not called).
+ * fn never runs before pg_run() returns. */
 int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len, pg_done_fn *fn,
            void *ud);
 

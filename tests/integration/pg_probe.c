@@ -42,8 +42,11 @@ static void on_done(void *ud, enum pg_outcome outcome, const PGresult *res, cons
 static void on_idle(void *ud)
 {
     struct probe *p = ud;
-    if (!p->sent && pg_run_params(p->pg, p->sql, p->nparams, p->params, on_done, p) == 0)
-        p->sent = 1;
+    if (p->sent)
+        return;
+    p->sent = 1;
+    if (pg_run_params(p->pg, p->sql, p->nparams, p->params, on_done, p) != 0)
+        p->sent = 0;
 }
 
 static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
