@@ -521,6 +521,7 @@ static void rl_drain(void *ud)
             rl_submit_front_only(b); /* that connection just broke: wait for another */
             break;
         }
+        LOG(LOG_DEBUG, "request_log batch sent", "rows=%d dedup=%d", b->n, b->dedup);
         rl.inflight++;
     }
 }
