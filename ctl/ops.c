@@ -949,17 +949,25 @@ static redisReply *reply_copy(const redisReply *el)
     return c;
 }
 
+/* Is el a record (or envelope) whose jid is jid? */
+static int rec_has_jid(const redisReply *el, const char *jid)
+{
+    struct rec r;
+    int match;
+    rec_read(&r, el->str, el->len);
+    match = r.map && str_eq(r.jid, jid);
+    rec_free(&r);
+    return match;
+}
+
 static int find_visit(struct ctl *ctl, const redisReply *el, int64_t score, void *arg)
 {
     struct find_state *st = arg;
-    struct rec r;
     int match;
 
     (void)ctl;
     (void)score;
-    rec_read(&r, el->str, el->len);
-    match = r.map && str_eq(r.jid, st->jid);
-    rec_free(&r);
+    match = rec_has_jid(el, st->jid);
     if (match && !st->found && !(st->found = reply_copy(el)))
         return ctl_complain(CTL_FAILED, "out of memory");
     st->matches += match;
@@ -1546,15 +1554,10 @@ struct retry_find {
 static int retry_find_visit(struct ctl *ctl, const redisReply *el, int64_t score, void *arg)
 {
     struct retry_find *st = arg;
-    struct rec r;
-    int match;
 
     (void)ctl;
     (void)score;
-    rec_read(&r, el->str, el->len);
-    match = r.map && str_eq(r.jid, st->jid);
-    rec_free(&r);
-    if (!match)
+    if (!rec_has_jid(el, st->jid))
         return CTL_CONTINUE;
     if (st->n == st->cap) {
         size_t cap = st->cap ? 2 * st->cap : 4;
