@@ -10,7 +10,7 @@ PACKAGES=(
     libcmocka-dev libjansson-dev libpq-dev
     redis-server redis-tools postgresql
     python3 python3-redis python3-msgpack python3-psycopg2 python3-aiosmtpd
-    valgrind
+    valgrind prometheus wrk
     libsystemd-dev dpkg-dev file lintian systemd
 )
 

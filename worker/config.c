@@ -592,6 +592,7 @@ static const struct cfg_key keys[] = {
     {KEY("redis.url", t_string, redis_url), .def = "redis://127.0.0.1:6379/0", .env = "REDIS_URL",
      .flags = KEY_SECRET, .check = check_redis_url, .redact = rurl_redact},
     {KEY("redis.prefix", t_string, redis_prefix), .def = "steller", .check = check_prefix},
+    {KEY("redis.allow_eviction", t_bool, redis_allow_eviction), .def = "false"},
     {KEY("database.url", t_string, database_url), .def = "", .env = "DATABASE_URL",
      .flags = KEY_SECRET, .check = check_database_url, .redact = redact_database_url},
     {KEY("database.pool_size", t_int, database_pool_size), .def = "2", .min = 1, .max = 64},

@@ -47,6 +47,7 @@ struct config {
     /* redis group */
     char *redis_url;         /* REDIS_URL, default redis://127.0.0.1:6379/0; secret inside */
     char *redis_prefix;      /* default "steller" */
+    int redis_allow_eviction; /* bool, default false: run against an evicting maxmemory-policy */
 
     char *database_url;      /* DATABASE_URL; secret inside; empty: no PostgreSQL */
     int database_pool_size;  /* connections per worker process, default 2 */

@@ -121,7 +121,7 @@ void fetch_kick(struct worker *w)
     char count[16];
 
     if (w->stopping || w->fetching || w->blocking || ev_is_active(&w->idle) || want <= 0 ||
-        !w->registered || w->want_scan || w->scanning || !rc_is_up(w->cmd))
+        !w->registered || !w->redis_ok || w->want_scan || w->scanning || !rc_is_up(w->cmd))
         return;
     fetch_order(w, order);
     snprintf(count, sizeof(count), "%d", want);

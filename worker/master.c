@@ -8,6 +8,9 @@
  * and hands it the dead worker's wid, so that its jobs are reclaimed at once
  * instead of when the heartbeat expires.
  *
+ * A worker that exits EX_CONFIG (78) found a Redis that may evict jobs: it is
+ * not restarted; the master stops the others as on SIGTERM and exits 78.
+ *
  * SIGTERM/SIGINT: relayed to the workers, which drain and exit; the master
  * exits 0 when all are gone. A second signal is relayed too: workers requeue
  * at once. SIGHUP: the config is loaded again; if it is valid, a new set of
@@ -31,11 +34,13 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <sysexits.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 #define MASTER_MAX_PROCS 1024
@@ -67,9 +72,12 @@ struct master {
     int notify_rd, notify_wr; /* readiness pipe: workers write, the master reads */
     int ready;                /* READY=1 sent */
     ev_io notify;
+    int exit_code;            /* EX_CONFIG once a worker refused the Redis it found */
+    struct metrics *metrics;  /* the HTTP endpoint, NULL when it could not listen */
 };
 
 static void master_spawn(struct master *m, struct slot *s);
+static void master_stop(struct master *m);
 
 static void master_child_setup(struct master *m)
 {
@@ -78,6 +86,7 @@ static void master_child_setup(struct master *m)
         ev_signal_stop(m->loop, sigs[i]);
     ev_child_stop(m->loop, &m->child);
     close(m->notify_rd); /* the watcher stays: this process never runs the master's loop */
+    metrics_after_fork(m->metrics);
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != m->pid)
@@ -171,6 +180,19 @@ static void master_describe_exit(int status, char *buf, size_t size)
         snprintf(buf, size, "exit %d", WEXITSTATUS(status));
 }
 
+/* The worker found a Redis that may evict jobs (rcheck.c). A replacement would
+ * find the same Redis: stop everything and exit EX_CONFIG, which the unit's
+ * RestartPreventExitStatus= keeps systemd from restarting in a loop. */
+static void master_refuse(struct master *m, const struct slot *s)
+{
+    m->exit_code = EX_CONFIG;
+    if (m->stopping)
+        return;
+    LOG(LOG_ERROR, "a worker refused to run against this Redis; stopping", "wid=%s exit=%d",
+        s->wid, EX_CONFIG);
+    master_stop(m);
+}
+
 static void master_slot_died(struct master *m, struct slot *s, int status)
 {
     double lived = ev_now(m->loop) - s->started, delay = 0;
@@ -183,6 +205,10 @@ static void master_slot_died(struct master *m, struct slot *s, int status)
     snprintf(s->pred_wid, sizeof(s->pred_wid), "%s", s->wid);
     s->pred_crashed = crashed;
     s->pid = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == EX_CONFIG) {
+        master_refuse(m, s);
+        return;
+    }
     if (m->stopping)
         return;
     s->quick_deaths = lived < 10.0 ? s->quick_deaths + 1 : 0;
@@ -354,6 +380,18 @@ static void master_watch(struct master *m)
     m->deadline.data = m;
 }
 
+/* What /healthz and /metrics need from the master: the running config and
+ * whether every slot has a process. */
+static void master_view(void *ud, struct metrics_view *v)
+{
+    const struct master *m = ud;
+    v->cfg = m->cfg;
+    v->workers_expected = m->nslots;
+    v->workers_running = 0;
+    for (int i = 0; i < m->nslots; i++)
+        v->workers_running += m->slots[i].pid > 0;
+}
+
 int master_run(struct config *cfg)
 {
     struct master m;
@@ -367,6 +405,7 @@ int master_run(struct config *cfg)
     srand((unsigned)m.pid ^ (unsigned)time(NULL));
     signal(SIGPIPE, SIG_IGN);
     master_watch(&m);
+    m.metrics = metrics_start(m.loop, cfg, master_view, &m);
     if (master_notify_pipe(&m) != 0)
         return 1;
     LOG(LOG_INFO, "master started", "workers=%d concurrency=%d version=%s", cfg->workers,
@@ -375,7 +414,10 @@ int master_run(struct config *cfg)
         return 1;
     ev_run(m.loop, 0);
     rc = master_live(&m) == 0 ? 0 : 1;
+    if (m.exit_code)
+        rc = m.exit_code;
     LOG(LOG_INFO, "master stopped", "exit=%d", rc);
+    metrics_free(m.metrics);
     ev_io_stop(m.loop, &m.notify);
     close(m.notify_rd);
     close(m.notify_wr);

@@ -207,6 +207,11 @@ void rc_free(struct rconn *rc)
     free(rc);
 }
 
+int rc_fd(const struct rconn *rc)
+{
+    return rc && rc->ac ? rc->ac->c.fd : -1;
+}
+
 int rc_is_up(const struct rconn *rc)
 {
     return rc && rc->state == RC_UP;

@@ -48,6 +48,9 @@ void rc_free(struct rconn *rc);
 
 int rc_is_up(const struct rconn *rc);
 
+/* The socket, or -1 when down: a forked child closes its copy (never used there). */
+int rc_fd(const struct rconn *rc);
+
 /* Sends a command; returns 0, or -1 when the connection is not up (fn not called). */
 int rc_cmd(struct rconn *rc, redisCallbackFn *fn, void *privdata, int argc, const char **argv,
            const size_t *argvlen);

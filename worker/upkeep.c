@@ -17,17 +17,23 @@
  * Orphans: when a fetch reply is lost to a dropped connection, its jobs sit in
  * our own processing list unknown to us. After each reconnect we list it and
  * requeue every entry that no job we hold accounts for.
+ *
+ * Each time cmd comes up, rcheck.c first checks that this Redis keeps jobs
+ * (maxmemory-policy, persistence); everything above, and fetching, waits for
+ * it. A Redis that may evict jobs stops the worker with EX_CONFIG.
  */
 #include "upkeep.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "delivery.h"
 #include "log.h"
 #include "pg.h"
+#include "rcheck.h"
 #include "registry.h"
 
 #define REAP_BATCH 200
@@ -442,13 +448,10 @@ static void upkeep_tell_ready(struct worker *w)
     w->notify_fd = -1;
 }
 
-void upkeep_on_up(struct worker *w)
+/* The Redis behind cmd may keep jobs: the rest of coming up. */
+static void upkeep_went_up(struct worker *w)
 {
     struct upkeep *u = w->upkeep;
-    if (w->finishing) {
-        upkeep_self_reap(w); /* shutdown was waiting for Redis */
-        return;
-    }
     upkeep_beat(u);
     if (u->ever_up) {
         w->want_scan = 1; /* a fetch reply may have been lost with the connection */
@@ -463,7 +466,31 @@ void upkeep_on_up(struct worker *w)
     ev_timer_start(w->loop, &u->reaper);
     if (u->pred_wid[0])
         upkeep_reap(u, u->pred_wid, u->pred_crashed, 0);
+}
 
+static void upkeep_on_checked(struct worker *w, enum rcheck_result r)
+{
+    if (r == RCHECK_LOST || w->finishing)
+        return; /* the next connect checks again; or shutdown swept up meanwhile */
+    if (r == RCHECK_FAILED) {
+        /* Restarting would find the same Redis: the master stops on this exit code. */
+        worker_shutdown(w, EX_CONFIG);
+        return;
+    }
+    w->redis_ok = 1;
+    upkeep_went_up(w);
+}
+
+/* Nothing is fetched, and on the first connect nothing registered or reaped,
+ * until rcheck.c has seen that this Redis keeps jobs. */
+void upkeep_on_up(struct worker *w)
+{
+    w->redis_ok = 0;
+    if (w->finishing) {
+        upkeep_self_reap(w); /* shutdown was waiting for Redis */
+        return;
+    }
+    rcheck_start(w, upkeep_on_checked);
 }
 
 static void upkeep_self_reap(struct worker *w)

@@ -15,8 +15,10 @@
 int upkeep_start(struct worker *w, const char *pred_wid, int pred_crashed);
 void upkeep_free(struct worker *w);
 
-/* The cmd connection is up (again): beat now, reap the predecessor the first
- * time, recover orphans after a reconnect. */
+/* The cmd connection is up (again): check the Redis (rcheck.h), then beat,
+ * reap the predecessor the first time, recover orphans after a reconnect, and
+ * let fetching start (w->redis_ok). A Redis that fails the check shuts the
+ * worker down with exit code EX_CONFIG (78). */
 void upkeep_on_up(struct worker *w);
 
 /* Requeues what our processing list holds that no held job accounts for, when

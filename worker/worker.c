@@ -211,6 +211,13 @@ static void worker_begin_drain(struct worker *w)
     worker_check_drained(w);
 }
 
+void worker_shutdown(struct worker *w, int exit_code)
+{
+    w->exit_code = exit_code;
+    if (!w->stopping)
+        worker_begin_drain(w);
+}
+
 static void worker_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct worker *w = s->data;
@@ -241,7 +248,8 @@ static void worker_on_hard_deadline(struct ev_loop *loop, ev_timer *t, int reven
     (void)revents;
     LOG(LOG_ERROR, "could not hand back every job before the deadline; the reaper will",
         "held=%d", w->held);
-    w->exit_code = 1;
+    if (!w->exit_code)
+        w->exit_code = 1; /* keep a reason to stop given earlier (worker_shutdown) */
     ev_break(loop, EVBREAK_ALL);
 }
 

@@ -59,6 +59,7 @@ struct worker {
     struct rconn *cmd, *blk;
     struct pg_pool *pg;     /* NULL when database.url is empty */
     int registered;         /* first heartbeat sent since start */
+    int redis_ok;           /* rcheck.c passed the Redis behind cmd since it last came up */
 
     int running;            /* handlers started and not done */
     int held;               /* jobs held in memory (running or moving) */
@@ -104,6 +105,10 @@ void worker_release_job(struct worker *w, struct job *job);
 
 /* Called when something happened that may let the worker finish shutting down. */
 void worker_check_drained(struct worker *w);
+
+/* Stops the worker as SIGTERM does (a no-op if it is already stopping); the
+ * process then exits with exit_code. */
+void worker_shutdown(struct worker *w, int exit_code);
 
 int64_t worker_now_ms(const struct worker *w);
 

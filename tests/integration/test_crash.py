@@ -64,21 +64,21 @@ def test_sigkill_of_a_worker_mid_run_loses_no_job():
 def test_poison_job_goes_dead_after_poison_limit_crashes():
     with RedisServer() as rs, Worker(rs, workers=2, poison_limit=3) as w:
         r = rs.client()
-        seen = set(w.wait_children(2))
-        initial = set(seen)
+        w.wait_children(2)
         jid, raw = envelope("sys.crash", jid=unique_jid("poison"))
         enqueue(r, [raw])
 
         def dead_while_pool_serves():
-            seen.update(w.children())
             rec = next((x for x in dead_records(r) if x.get("jid") == jid), None)
             return rec
 
         rec = w.wait_for(dead_while_pool_serves, 60, "the sys.crash job in P:dead")
         assert rec.get("error") == CRASH_MSG, rec
         assert rec.get("type") == "sys.crash", rec
-        restarts = len(seen - initial)
-        assert restarts == 3, "saw %d replacement worker processes, want 3 (one per crash)" \
+        # Counted from the master's log: a replacement that crashes within 50 ms can
+        # slip between two looks at /proc.
+        restarts = w.log().count("worker died; restarting")
+        assert restarts == 3, "the master restarted %d workers, want 3 (one per crash)" \
             % restarts
         assert not [k for k in locate_jids(r, [jid]).get(jid, []) if not k.endswith(":dead")]
 
