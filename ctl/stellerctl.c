@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "envelope.h"
 #include "migrate.h"
 #include "redisurl.h"
 #include "ops.h"
@@ -746,6 +747,7 @@ struct stats {
     char today[11]; /* YYYY-MM-DD, UTC */
     struct strlist queues;
     long long *depth;
+    double *latency; /* seconds the oldest job of each queue has waited; 0 when empty */
     unsigned char *paused;
     long long enqueued, processing, scheduled, retry, dead;
     long long workers_registered, workers_live;
@@ -757,6 +759,7 @@ static void stats_free(struct stats *s)
 {
     strlist_free(&s->queues);
     free(s->depth);
+    free(s->latency);
     free(s->paused);
 }
 
@@ -799,6 +802,30 @@ static int stats_queue_names(struct ctl *ctl, struct stats *s, struct strlist *p
     return rc;
 }
 
+/* Queue latency: how long the job workers take next (the right end) has waited,
+ * from its created_at. An envelope without created_at counts as not waiting. */
+static int stats_latency(struct ctl *ctl, struct stats *s)
+{
+    if (!(s->latency = calloc(s->queues.n ? s->queues.n : 1, sizeof *s->latency)))
+        return ctl_complain(CTL_FAILED, "out of memory");
+    for (size_t i = 0; i < s->queues.n; i++)
+        redisAppendCommand(ctl->rc, "LINDEX %s:queue:%s -1", ctl->prefix, s->queues.v[i]);
+    for (size_t i = 0; i < s->queues.n; i++) {
+        redisReply *r = NULL;
+        struct env e;
+        if (redisGetReply(ctl->rc, (void **)&r) != REDIS_OK)
+            return ctl_reply_status(ctl, NULL, "LINDEX queue");
+        if (r && r->type == REDIS_REPLY_STRING &&
+            env_decode(&e, r->str, r->len, (size_t)r->len, NULL, 0) == ENV_OK &&
+            (e.has & ENV_HAS_CREATED_AT) && e.created_at < s->now)
+            s->latency[i] = (double)(s->now - e.created_at) / 1000.0;
+        if (r && r->type == REDIS_REPLY_STRING)
+            env_free(&e);
+        freeReplyObject(r);
+    }
+    return CTL_OK;
+}
+
 static int stats_queues(struct ctl *ctl, struct stats *s)
 {
     struct strlist paused = {0};
@@ -818,6 +845,8 @@ static int stats_queues(struct ctl *ctl, struct stats *s)
         rc = read_numbers(ctl, s->depth, s->queues.n, "LLEN queue");
     for (size_t i = 0; rc == CTL_OK && i < s->queues.n; i++)
         s->enqueued += s->depth[i];
+    if (rc == CTL_OK)
+        rc = stats_latency(ctl, s);
     strlist_free(&paused);
     return rc;
 }
@@ -958,7 +987,8 @@ static json_t *stats_json(const struct ctl *ctl, const struct stats *s, const st
     for (size_t i = 0; i < s->queues.n; i++)
         json_object_set_new(
             queues, s->queues.v[i],
-            json_pack("{s:I,s:b}", "depth", (json_int_t)s->depth[i], "paused", s->paused[i]));
+            json_pack("{s:I,s:f,s:b}", "depth", (json_int_t)s->depth[i], "latency_s",
+                      s->latency[i], "paused", s->paused[i]));
     json_object_set_new(today, "date", json_string(s->today));
     for (int i = 0; i < NCOUNTERS; i++) {
         json_object_set_new(counters, counter_names[i], json_integer(s->total[i]));
@@ -1034,10 +1064,10 @@ static void print_stats_table(const struct ctl *ctl, const struct stats *s, cons
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&t, &tm));
     printf("Redis %s, prefix %s, %s\n\n", where, ctl->prefix, when);
 
-    printf("%-*s  %*s  %s\n", name_w, "QUEUE", num_w, "JOBS", "STATE");
+    printf("%-*s  %*s  %9s  %s\n", name_w, "QUEUE", num_w, "JOBS", "LATENCY", "STATE");
     for (size_t i = 0; i < s->queues.n; i++)
-        printf("%-*s  %*lld%s\n", name_w, s->queues.v[i], num_w, s->depth[i],
-               s->paused[i] ? "  paused" : "");
+        printf("%-*s  %*lld  %8.1fs%s\n", name_w, s->queues.v[i], num_w, s->depth[i],
+               s->latency[i], s->paused[i] ? "  paused" : "");
     printf("%-*s  %*lld\n\n", name_w, "(all queues)", num_w, s->enqueued);
 
     printf("%-*s  %*lld\n", name_w, "processing", num_w, s->processing);
@@ -1202,7 +1232,8 @@ static const char stats_help[] =
     "  --json   print one JSON object on one line instead of a table:\n"
     "    prefix       the key prefix\n"
     "    time_ms      when the numbers were read (ms since the epoch)\n"
-    "    queues       {\"<name>\": {\"depth\": int, \"paused\": bool}, ...}\n"
+    "    queues       {\"<name>\": {\"depth\": int, \"latency_s\": float, \"paused\": bool}, ...}\n"
+    "                 latency_s: how long the next job to run has waited (0: empty)\n"
     "    enqueued     jobs waiting in all queues\n"
     "    processing   jobs in flight\n"
     "    scheduled    jobs in P:scheduled\n"

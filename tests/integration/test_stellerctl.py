@@ -254,6 +254,9 @@ def test_stats_json_reports_what_is_in_redis():
     assert s["prefix"] == P
     assert abs(s["time_ms"] - now_ms()) < 60000
     assert list(s["queues"])[:4] == ["critical", "default", "email", "request_log"]
+    latency = {q: v.pop("latency_s") for q, v in s["queues"].items()}
+    assert all(0 <= x < 60 for x in latency.values()), latency
+    assert latency["default"] == 0 and latency["idle"] == 0, latency  # empty queues
     assert s["queues"] == {
         "critical": {"depth": 3, "paused": False},
         "default": {"depth": 0, "paused": False},
@@ -285,12 +288,16 @@ def test_stats_table_is_aligned():
     for l in lines[1:]:
         if l:
             rows.setdefault(l.split()[0], l)  # the first "dead" is the list, not the counter
-    assert re.match(r"email +5  paused$", rows["email"]), rows["email"]
+    assert re.match(r"email +5 +[0-9.]+s  paused$", rows["email"]), rows["email"]
     assert rows["custom"].split()[1] == "7"
     assert rows["workers"].split()[1:] == ["2", "live", "(3", "registered)"]
     # The number column ends at the same place on every row.
-    ends = {len(rows[k]) for k in ["critical", "default", "processing", "dead", "retry"]}
+    ends = {len(rows[k].split()[0]) + rows[k][len(rows[k].split()[0]):].index(rows[k].split()[1])
+            + len(rows[k].split()[1]) for k in ["critical", "default", "processing", "dead",
+                                                 "retry"]}
     assert len(ends) == 1, ends
+    # and so does the latency column on every queue row
+    assert len({len(rows[k]) for k in ["critical", "default", "custom"]}) == 1
     assert all(l == l.rstrip() for l in lines)
 
 
