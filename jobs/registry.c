@@ -91,3 +91,8 @@ const struct job_type *reg_at(size_t i)
 {
     return i < reg_count ? &reg_table[i] : NULL;
 }
+
+size_t reg_index(const struct job_type *t)
+{
+    return (size_t)(t - reg_table);
+}

@@ -24,6 +24,9 @@ const struct job_type *reg_find(const char *name, size_t len);
 /* Iterates: returns the i-th registered type or NULL past the end. */
 const struct job_type *reg_at(size_t i);
 
+/* The position in the table of a type returned by reg_find() or reg_at(). */
+size_t reg_index(const struct job_type *t);
+
 /* Built-in definitions, one per jobs/ file. */
 extern const struct job_type sys_noop_type, sys_fail_type, sys_sleep_type, sys_crash_type;
 extern const struct job_type request_log_type;

@@ -137,6 +137,7 @@ static void dlv_to_retry(struct worker *w, struct job *job, const char *msg)
 
 void dlv_finish(struct worker *w, struct job *job, enum job_result r, const char *msg)
 {
+    enum js_outcome o = JS_OK;
     if (r == JOB_OK) {
         job->move = DLV_ACK;
     } else {
@@ -145,11 +146,14 @@ void dlv_finish(struct worker *w, struct job *job, enum job_result r, const char
         if (r == JOB_RETRY && job->env.attempt + 1 < dlv_max_attempts(job)) {
             dlv_log_failure(job, "retry", msg);
             dlv_to_retry(w, job, msg);
+            o = JS_RETRIED;
         } else {
             dlv_log_failure(job, "dead", msg);
             dlv_to_dead(w, job, msg, 1);
+            o = JS_DEAD;
         }
     }
+    js_run_ended(&w->stats, job, o, worker_now_ms(w));
     dlv_push(w, job);
 }
 

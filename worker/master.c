@@ -23,6 +23,11 @@
  * inherits; a worker writes one byte once Redis first answers it, and the
  * master then sends READY=1. It sends STOPPING=1 when it starts to shut down.
  * Outside systemd (no NOTIFY_SOCKET) sd_notify() does nothing.
+ *
+ * Per-type statistics (jobstats.h) come over a second pipe: each worker writes
+ * its cumulative figures once a second and at exit. When a worker is reaped,
+ * the pipe is drained first (its last record is already in it), then its
+ * figures join the sums of exited workers.
  */
 #include "master.h"
 
@@ -39,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jobstats.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -72,6 +78,9 @@ struct master {
     int notify_rd, notify_wr; /* readiness pipe: workers write, the master reads */
     int ready;                /* READY=1 sent */
     ev_io notify;
+    int stats_rd, stats_wr;   /* per-type statistics: workers write records, the master reads */
+    ev_io stats;
+    struct js_table types;
     int exit_code;            /* EX_CONFIG once a worker refused the Redis it found */
     struct metrics *metrics;  /* the HTTP endpoint, NULL when it could not listen */
 };
@@ -86,6 +95,7 @@ static void master_child_setup(struct master *m)
         ev_signal_stop(m->loop, sigs[i]);
     ev_child_stop(m->loop, &m->child);
     close(m->notify_rd); /* the watcher stays: this process never runs the master's loop */
+    close(m->stats_rd);
     metrics_after_fork(m->metrics);
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -122,7 +132,7 @@ static void master_spawn(struct master *m, struct slot *s)
         master_child_setup(m);
         snprintf(wid, sizeof(wid), "%s:%d:%06x", m->host, (int)getpid(), suffix);
         _exit(worker_main(m->cfg, wid, s->pred_wid[0] ? s->pred_wid : NULL, s->pred_crashed,
-                          m->notify_wr));
+                          m->notify_wr, m->stats_wr));
     }
     s->pid = pid;
     s->started = ev_now(m->loop);
@@ -227,6 +237,8 @@ static void master_on_child(struct ev_loop *loop, ev_child *c, int revents)
 {
     struct master *m = c->data;
     (void)revents;
+    js_table_read(&m->types, m->stats_rd);
+    js_table_exited(&m->types, c->rpid);
     for (int i = 0; i < m->nretiring; i++) {
         if (m->retiring[i] == c->rpid) {
             m->retiring[i] = m->retiring[--m->nretiring];
@@ -364,6 +376,29 @@ static int master_notify_pipe(struct master *m)
     return 0;
 }
 
+static void master_on_stats(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct master *m = io->data;
+    (void)loop;
+    (void)revents;
+    js_table_read(&m->types, m->stats_rd);
+}
+
+static int master_stats_pipe(struct master *m)
+{
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        LOG(LOG_ERROR, "cannot create the statistics pipe", "errno=%d", errno);
+        return -1;
+    }
+    m->stats_rd = fds[0];
+    m->stats_wr = fds[1];
+    ev_io_init(&m->stats, master_on_stats, m->stats_rd, EV_READ);
+    m->stats.data = m;
+    ev_io_start(m->loop, &m->stats);
+    return 0;
+}
+
 static void master_watch(struct master *m)
 {
     ev_signal *sigs[5] = {&m->sig_term, &m->sig_int, &m->sig_hup, &m->sig_usr1, &m->sig_usr2};
@@ -388,6 +423,7 @@ static void master_view(void *ud, struct metrics_view *v)
     v->cfg = m->cfg;
     v->workers_expected = m->nslots;
     v->workers_running = 0;
+    v->types = &m->types;
     for (int i = 0; i < m->nslots; i++)
         v->workers_running += m->slots[i].pid > 0;
 }
@@ -406,7 +442,7 @@ int master_run(struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
     master_watch(&m);
     m.metrics = metrics_start(m.loop, cfg, master_view, &m);
-    if (master_notify_pipe(&m) != 0)
+    if (master_notify_pipe(&m) != 0 || master_stats_pipe(&m) != 0)
         return 1;
     LOG(LOG_INFO, "master started", "workers=%d concurrency=%d version=%s", cfg->workers,
         cfg->concurrency, STELLER_VERSION);
@@ -421,6 +457,10 @@ int master_run(struct config *cfg)
     ev_io_stop(m.loop, &m.notify);
     close(m.notify_rd);
     close(m.notify_wr);
+    ev_io_stop(m.loop, &m.stats);
+    close(m.stats_rd);
+    close(m.stats_wr);
+    js_table_free(&m.types);
     free(m.slots);
     cfg_free(m.cfg);
     free(m.cfg);

@@ -17,6 +17,10 @@
  * Queue latency is the age of the oldest waiting job: the right end of the
  * list (workers take from the right), its created_at; 0 for an empty queue or
  * an envelope without created_at.
+ *
+ * The per-type runs and histograms do not come from Redis: the master keeps
+ * them from its workers' snapshots (jobstats.h), so /metrics shows them even
+ * when Redis is down.
  */
 #include "metrics.h"
 
@@ -493,11 +497,69 @@ static void metrics_redis(struct sbuf *b, const struct gather *g)
                "1 when every live worker with a database reaches PostgreSQL.", g->pg_down == 0);
 }
 
-static void answer_metrics(struct http_resp *resp, const struct gather *g)
+/* The type label plus, for a bucket, the le label: `{type="x"` then `}` or `,le="y"}`. */
+static void type_labels(struct sbuf *b, const char *name, const char *type, const char *le)
+{
+    sb_printf(b, "%s{type=\"", name);
+    sb_label(b, type);
+    if (le)
+        sb_printf(b, "\",le=\"%s\"} ", le);
+    else
+        sb_printf(b, "\"} ");
+}
+
+static void metrics_hist(struct sbuf *b, const char *name, const char *help,
+                         const struct js_entry *t, int n, int wait)
+{
+    char bucket[96], sum[96], count[96], le[32];
+    snprintf(bucket, sizeof(bucket), "%s_bucket", name);
+    snprintf(sum, sizeof(sum), "%s_sum", name);
+    snprintf(count, sizeof(count), "%s_count", name);
+    metric_head(b, name, "histogram", help);
+    for (int i = 0; i < n; i++) {
+        const struct js_hist *h = wait ? &t[i].f.wait : &t[i].f.run;
+        for (int k = 0; k < JS_NBUCKETS; k++) {
+            if (k < JS_NBUCKETS - 1)
+                snprintf(le, sizeof(le), "%g", js_bounds[k]);
+            else
+                snprintf(le, sizeof(le), "+Inf");
+            type_labels(b, bucket, t[i].name, le);
+            sb_printf(b, "%llu\n", (unsigned long long)js_cumulative(h, k));
+        }
+        type_labels(b, sum, t[i].name, NULL);
+        sb_printf(b, "%.6f\n", h->sum);
+        type_labels(b, count, t[i].name, NULL);
+        sb_printf(b, "%llu\n", (unsigned long long)h->count);
+    }
+}
+
+static void metrics_types(struct sbuf *b, const struct metrics_view *v)
+{
+    struct js_entry t[JS_MAX_TYPES];
+    int n = v->types ? js_table_sum(v->types, t, JS_MAX_TYPES) : 0;
+    metric_head(b, "steller_job_runs_total", "counter",
+                "Job runs per type by outcome: ok, retried, dead.");
+    for (int i = 0; i < n; i++) {
+        for (int o = 0; o < JS_NOUTCOMES; o++) {
+            sb_printf(b, "steller_job_runs_total{type=\"");
+            sb_label(b, t[i].name);
+            sb_printf(b, "\",outcome=\"%s\"} %llu\n", js_outcome_names[o],
+                      (unsigned long long)t[i].f.runs[o]);
+        }
+    }
+    metrics_hist(b, "steller_job_duration_seconds", "Run time of jobs, start to outcome.", t, n, 0);
+    metrics_hist(b, "steller_job_wait_seconds",
+                 "Wait from enqueue (created_at) to start, for jobs that carry created_at.", t, n,
+                 1);
+}
+
+static void answer_metrics(struct http_resp *resp, const struct gather *g,
+                           const struct metrics_view *v)
 {
     struct sbuf b = {0};
     if (!g->why[0])
         metrics_redis(&b, g);
+    metrics_types(&b, v);
     metric(&b, "steller_redis_up", "gauge", "1 when the master's Redis connection answers.",
            !g->why[0]);
     metric_head(&b, "steller_build_info", "gauge", "Build information; always 1.");
@@ -530,6 +592,39 @@ static void answer_healthz(struct http_resp *resp, const struct gather *g,
     free(b.p);
 }
 
+static json_t *stats_hist(const struct js_hist *h)
+{
+    json_t *buckets = json_object();
+    char le[32];
+    for (int k = 0; k < JS_NBUCKETS; k++) {
+        if (k < JS_NBUCKETS - 1)
+            snprintf(le, sizeof(le), "%g", js_bounds[k]);
+        else
+            snprintf(le, sizeof(le), "+Inf");
+        json_object_set_new(buckets, le, json_integer((json_int_t)js_cumulative(h, k)));
+    }
+    return json_pack("{s:I, s:f, s:o}", "count", (json_int_t)h->count, "sum", h->sum, "buckets",
+                     buckets);
+}
+
+static json_t *stats_types(const struct metrics_view *v)
+{
+    struct js_entry t[JS_MAX_TYPES];
+    int n = v->types ? js_table_sum(v->types, t, JS_MAX_TYPES) : 0;
+    json_t *types = json_object();
+    for (int i = 0; i < n; i++) {
+        json_t *runs = json_object();
+        for (int o = 0; o < JS_NOUTCOMES; o++)
+            json_object_set_new(runs, js_outcome_names[o],
+                                json_integer((json_int_t)t[i].f.runs[o]));
+        json_object_set_new(types, t[i].name,
+                            json_pack("{s:o, s:o, s:o}", "runs", runs, "duration_seconds",
+                                      stats_hist(&t[i].f.run), "wait_seconds",
+                                      stats_hist(&t[i].f.wait)));
+    }
+    return types;
+}
+
 static json_t *stats_object(const struct gather *g, const struct metrics_view *v)
 {
     json_t *root = json_object(), *queues = json_object(), *counters = json_object();
@@ -547,6 +642,7 @@ static json_t *stats_object(const struct gather *g, const struct metrics_view *v
     json_object_set_new(root, "scheduled", json_integer(g->scheduled));
     json_object_set_new(root, "dead", json_integer(g->dead));
     json_object_set_new(root, "counters", counters);
+    json_object_set_new(root, "types", stats_types(v));
     json_object_set_new(root, "workers",
                         json_pack("{s:I, s:I, s:I, s:I, s:i, s:i}", "registered",
                                   (json_int_t)g->workers_registered, "live",
@@ -587,7 +683,7 @@ static void answer_one(struct metrics *m, const struct gather *g, struct http_re
     struct metrics_view v = {0};
     m->view.fn(m->view.ud, &v);
     switch (route) {
-    case R_METRICS: answer_metrics(resp, g); break;
+    case R_METRICS: answer_metrics(resp, g, &v); break;
     case R_HEALTHZ: answer_healthz(resp, g, &v); break;
     case R_STATS: answer_stats(resp, g, &v); break;
     case NROUTES: break;

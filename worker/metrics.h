@@ -16,12 +16,14 @@
 #include <ev.h>
 
 #include "config.h"
+#include "jobstats.h"
 
 /* What only the master knows; filled on each answer, so a reload is seen. */
 struct metrics_view {
     const struct config *cfg; /* the running config: queues, prefix, max_job_bytes */
     int workers_expected;     /* slots */
     int workers_running;      /* slots with a live process */
+    const struct js_table *types; /* per-type figures from the workers, or NULL */
 };
 
 typedef void metrics_view_fn(void *ud, struct metrics_view *v);

@@ -128,6 +128,7 @@ static void worker_start_job(struct worker *w, struct job *job, const struct job
     job->timer.data = job;
     ev_timer_start(w->loop, &job->timer);
     w->running++;
+    js_run_started(&w->stats, job, job->started_ms);
     type->start(job);
 }
 
@@ -382,17 +383,21 @@ static void worker_cleanup(struct worker *w)
 }
 
 int worker_main(const struct config *cfg, const char *wid, const char *pred_wid,
-                int pred_crashed, int notify_fd)
+                int pred_crashed, int notify_fd, int stats_fd)
 {
     struct worker w;
     memset(&w, 0, sizeof(w));
     w.notify_fd = notify_fd;
+    w.stats.fd = -1;
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)getpid() ^ (unsigned)time(NULL));
     if (worker_init(&w, cfg, wid) != 0 || upkeep_start(&w, pred_wid, pred_crashed) != 0) {
+        if (stats_fd >= 0)
+            close(stats_fd);
         worker_cleanup(&w);
         return 1;
     }
+    js_worker_start(&w.stats, w.loop, stats_fd);
     if (cfg->database_url[0])
         w.pg = pg_new(w.loop, cfg->database_url, cfg->database_pool_size,
                       (int)(cfg->database_statement_timeout * 1000));
@@ -401,6 +406,7 @@ int worker_main(const struct config *cfg, const char *wid, const char *pred_wid,
     LOG(LOG_INFO, "worker started", "wid=%s concurrency=%d", w.wid, cfg->concurrency);
     ev_run(w.loop, 0);
     LOG(LOG_INFO, "worker stopped", "wid=%s exit=%d", w.wid, w.exit_code);
+    js_worker_stop(&w.stats, w.loop); /* before reg_free(): it names the types */
     worker_cleanup(&w);
     return w.exit_code;
 }

@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "job.h"
+#include "jobstats.h"
 #include "rconn.h"
 #include "redisurl.h"
 
@@ -85,14 +86,16 @@ struct worker {
     struct upkeep *upkeep;
     int notify_fd;          /* pipe to the master; one byte on the first connect to Redis
                                tells it (and systemd) we are ready; -1 once written or none */
+    struct js_worker stats; /* per-type counters, sent to the master each second */
 };
 
 /* Runs a worker process until it has shut down; returns the exit code.
  * pred_wid (may be NULL) names a predecessor whose jobs to reclaim at once,
  * pred_crashed whether it died holding them. notify_fd (or -1): the write end
- * of the master's readiness pipe; the worker owns it and closes it. */
+ * of the master's readiness pipe; stats_fd (or -1): the write end of its
+ * per-type statistics pipe (jobstats.h); the worker owns both and closes them. */
 int worker_main(const struct config *cfg, const char *wid, const char *pred_wid,
-                int pred_crashed, int notify_fd);
+                int pred_crashed, int notify_fd, int stats_fd);
 
 /* fetch.c gives each fetched job here; raw is copied. */
 void worker_run_job(struct worker *w, const char *queue, const char *raw, size_t len);

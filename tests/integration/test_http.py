@@ -70,7 +70,11 @@ def parse_metrics(text):
             name, rest = name_labels.split("{", 1)
             labels = frozenset(tuple(kv.split("=", 1)) for kv in rest.rstrip("}").split(",")
                                if kv)
-        assert name in described, "no HELP/TYPE for %s" % name
+        base = name
+        for suffix in ("_bucket", "_sum", "_count"):  # a histogram's series
+            if name.endswith(suffix) and name[:-len(suffix)] in described:
+                base = name[:-len(suffix)]
+        assert base in described, "no HELP/TYPE for %s" % name
         samples[(name, labels)] = float(value)
     return samples
 
