@@ -812,15 +812,10 @@ static int stats_latency(struct ctl *ctl, struct stats *s)
         redisAppendCommand(ctl->rc, "LINDEX %s:queue:%s -1", ctl->prefix, s->queues.v[i]);
     for (size_t i = 0; i < s->queues.n; i++) {
         redisReply *r = NULL;
-        struct env e;
         if (redisGetReply(ctl->rc, (void **)&r) != REDIS_OK)
             return ctl_reply_status(ctl, NULL, "LINDEX queue");
-        if (r && r->type == REDIS_REPLY_STRING &&
-            env_decode(&e, r->str, r->len, (size_t)r->len, NULL, 0) == ENV_OK &&
-            (e.has & ENV_HAS_CREATED_AT) && e.created_at < s->now)
-            s->latency[i] = (double)(s->now - e.created_at) / 1000.0;
         if (r && r->type == REDIS_REPLY_STRING)
-            env_free(&e);
+            s->latency[i] = env_waited(r->str, r->len, r->len, s->now);
         freeReplyObject(r);
     }
     return CTL_OK;

@@ -768,3 +768,14 @@ const msgpack_object *env_arg(const struct env *e, const char *key)
     }
     return NULL;
 }
+
+double env_waited(const char *raw, size_t len, size_t max_bytes, int64_t now_ms)
+{
+    struct env e;
+    double age = 0;
+    if (env_decode(&e, raw, len, max_bytes, NULL, 0) == ENV_OK &&
+        (e.has & ENV_HAS_CREATED_AT) && e.created_at < now_ms)
+        age = (double)(now_ms - e.created_at) / 1000.0;
+    env_free(&e);
+    return age;
+}

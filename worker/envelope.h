@@ -105,6 +105,10 @@ int env_new(const struct env_new *n, msgpack_sbuffer *out);
 int env_malformed_record(const char *raw, size_t len, const char *reason, int64_t now_ms,
                          msgpack_sbuffer *out);
 
+/* Seconds a job has waited since its created_at, for queue latency; 0 when the
+ * bytes are no envelope, have no created_at, or it lies in the future. */
+double env_waited(const char *raw, size_t len, size_t max_bytes, int64_t now_ms);
+
 /* The value of args[key], or NULL when args has no such key. Points into the
  * envelope's zone: valid until env_free(). */
 const msgpack_object *env_arg(const struct env *e, const char *key);

@@ -229,15 +229,9 @@ static long long reply_int(const redisReply *r)
 /* Seconds the oldest job has waited, from its envelope's created_at. */
 static double oldest_age(const struct gather *g, const redisReply *r)
 {
-    struct env e;
-    double age = 0;
     if (r->type != REDIS_REPLY_STRING)
         return 0;
-    if (env_decode(&e, r->str, r->len, g->max_job_bytes, NULL, 0) == ENV_OK &&
-        (e.has & ENV_HAS_CREATED_AT) && e.created_at < g->now_ms)
-        age = (double)(g->now_ms - e.created_at) / 1000.0;
-    env_free(&e);
-    return age;
+    return env_waited(r->str, r->len, g->max_job_bytes, g->now_ms);
 }
 
 static void on_paused(struct gather *g, const redisReply *r)

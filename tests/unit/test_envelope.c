@@ -649,6 +649,20 @@ static void test_env_new_refuses_args_the_worker_would_refuse(void **state)
     }
 }
 
+static void test_env_waited_counts_from_created_at(void **state)
+{
+    msgpack_sbuffer sb;
+    struct env_new n = {.jid = "j1", .type = "t", .created_at = 1000, .max_attempts = -1};
+    (void)state;
+    msgpack_sbuffer_init(&sb);
+    assert_int_equal(env_new(&n, &sb), 0);
+    assert_true(env_waited(sb.data, sb.size, 1 << 20, 3500) == 2.5);
+    assert_true(env_waited(sb.data, sb.size, 1 << 20, 500) == 0.0);  /* from the future */
+    assert_true(env_waited(sb.data, sb.size, 4, 3500) == 0.0);       /* over the size limit */
+    assert_true(env_waited("\xc1", 1, 1 << 20, 3500) == 0.0);         /* not msgpack */
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* ---- ownership ---- */
 
 static void test_decode_does_not_keep_the_input(void **state)
@@ -967,6 +981,7 @@ int main(void)
         cmocka_unit_test(test_explicit_v1_is_accepted_and_kept),
         cmocka_unit_test(test_nesting_limit_matches_msgpack_c),
         cmocka_unit_test(test_env_new_refuses_args_the_worker_would_refuse),
+        cmocka_unit_test(test_env_waited_counts_from_created_at),
         cmocka_unit_test(test_decode_does_not_keep_the_input),
         cmocka_unit_test(test_set_error_copies_and_can_be_cleared),
         cmocka_unit_test(test_set_error_works_after_a_failed_decode),
