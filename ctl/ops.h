@@ -42,6 +42,7 @@ enum {
     OPT_JID,
     OPT_COUNT,
     OPT_MAX_ATTEMPTS,
+    OPT_TRACEPARENT,
     OPT_JSON,
     OPT_WATCH,
     OPT_ITERATIONS,

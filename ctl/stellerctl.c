@@ -453,7 +453,7 @@ static int scan_names(struct ctl *ctl, const char *middle, const char *type, str
 /* ---- enqueue ---- */
 
 struct enqueue_opts {
-    const char *type, *queue, *args, *jid;
+    const char *type, *queue, *args, *jid, *traceparent;
     double in;              /* seconds; < 0: enqueue now */
     long long count;        /* 0: not given */
     long long max_attempts; /* -1: absent */
@@ -469,6 +469,7 @@ static int enqueue_parse(struct ctl *ctl, int argc, char **argv, struct enqueue_
         {"jid", required_argument, NULL, OPT_JID},
         {"count", required_argument, NULL, OPT_COUNT},
         {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
+        {"traceparent", required_argument, NULL, OPT_TRACEPARENT},
         {NULL, 0, NULL, 0},
     };
     char *end;
@@ -480,6 +481,7 @@ static int enqueue_parse(struct ctl *ctl, int argc, char **argv, struct enqueue_
         case OPT_QUEUE: o->queue = optarg; break;
         case OPT_ARGS: o->args = optarg; break;
         case OPT_JID: o->jid = optarg; break;
+        case OPT_TRACEPARENT: o->traceparent = optarg; break;
         case OPT_IN:
             o->in = strtod(optarg, &end);
             if (end == optarg || *end || !isfinite(o->in) || o->in < 0 || o->in > 1e10)
@@ -582,6 +584,8 @@ static int make_jobs(const struct ctl *ctl, const struct enqueue_opts *o, const 
             rc = stj_job_set_jid(j, o->jid);
         if (rc == 0)
             rc = stj_job_set_max_attempts(j, o->max_attempts);
+        if (rc == 0 && stj_job_set_traceparent(j, o->traceparent) != 0)
+            return ctl_usage(ctl, "--traceparent wants 00-<32 hex>-<16 hex>-<2 hex>");
         if (rc == 0 && args &&
             (rc = stj_job_set_args_msgpack(j, args, args_len, err, sizeof err)) < 0)
             return ctl_complain(status_of(rc), "%s", err);
@@ -732,7 +736,8 @@ static const char enqueue_help[] =
     "  --jid ID           the job id (1-64 bytes; default 20 random hex characters)\n"
     "  --count N          push N jobs with their own jids, pipelined, and print\n"
     "                     \"enqueued N jobs to queue Q in X ms (Y jobs/s)\"\n"
-    "  --max-attempts N   override the type's number of attempts\n";
+    "  --max-attempts N   override the type's number of attempts\n"
+    "  --traceparent TP   the W3C trace context to carry (00-<trace id>-<parent id>-<flags>)\n";
 
 /* ---- stats ---- */
 
@@ -1330,7 +1335,8 @@ static int cmd_help(struct ctl *ctl, int argc, char **argv)
 
 static const struct verb verbs[] = {
     {"enqueue", cmd_enqueue,
-     "TYPE [--queue Q] [--args JSON] [--in SECONDS] [--jid ID] [--count N] [--max-attempts N]",
+     "TYPE [--queue Q] [--args JSON] [--in SECONDS] [--jid ID] [--count N] [--max-attempts N] "
+     "[--traceparent TP]",
      "push a job (or --count N jobs) to its queue, or schedule it (--in)", enqueue_help},
     {"stats", cmd_stats, "[--json] [--watch [--interval S] [--iterations N]]",
      "queue depths, in-flight, scheduled, retry, dead, workers, counters", stats_help},

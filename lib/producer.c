@@ -57,6 +57,7 @@ struct stj_job {
     size_t args_len;
     int64_t max_attempts; /* -1: absent */
     int64_t created_at;   /* 0: when pushed */
+    char traceparent[56]; /* "": absent */
 };
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -355,6 +356,32 @@ void stj_job_set_created_at(stj_job *j, int64_t ms)
     j->created_at = ms;
 }
 
+/* n lowercase hex digits, not all zero when nonzero is set. */
+static int tp_hex(const char *s, int n, int nonzero)
+{
+    int any = 0;
+    for (int i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+        any |= s[i] != '0';
+    }
+    return any || !nonzero;
+}
+
+int stj_job_set_traceparent(stj_job *j, const char *tp)
+{
+    if (!tp || !*tp) {
+        j->traceparent[0] = '\0';
+        return 0;
+    }
+    /* W3C trace context, version 00: 00-<trace-id 32>-<parent-id 16>-<flags 2> */
+    if (strlen(tp) != 55 || strncmp(tp, "00-", 3) != 0 || tp[35] != '-' || tp[52] != '-' ||
+        !tp_hex(tp + 3, 32, 1) || !tp_hex(tp + 36, 16, 1) || !tp_hex(tp + 53, 2, 0))
+        return STJ_E_INVAL;
+    memcpy(j->traceparent, tp, 56);
+    return 0;
+}
+
 static int encode_into(const stj_job *j, int64_t now, msgpack_sbuffer *sb)
 {
     struct env_new n = {
@@ -365,6 +392,7 @@ static int encode_into(const stj_job *j, int64_t now, msgpack_sbuffer *sb)
         .args_len = j->args_len,
         .created_at = j->created_at ? j->created_at : now,
         .max_attempts = j->max_attempts,
+        .traceparent = j->traceparent[0] ? j->traceparent : NULL,
     };
     int rc = env_new(&n, sb);
 

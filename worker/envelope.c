@@ -679,7 +679,8 @@ int env_new(const struct env_new *n, msgpack_sbuffer *out)
     if (n->args && !args_ok(n->args, n->args_len))
         return -EINVAL;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-    bad = msgpack_pack_map(&pk, 5 + (n->queue != NULL) + (n->max_attempts >= 0));
+    bad = msgpack_pack_map(&pk, 5 + (n->queue != NULL) + (n->max_attempts >= 0) +
+                                    (n->traceparent != NULL));
     bad |= pack_str(&pk, "jid", 3) | pack_str(&pk, n->jid, jid_len);
     bad |= pack_str(&pk, "type", 4) | pack_str(&pk, n->type, strlen(n->type));
     bad |= pack_str(&pk, "args", 4);
@@ -690,6 +691,9 @@ int env_new(const struct env_new *n, msgpack_sbuffer *out)
     bad |= pack_str(&pk, "attempt", 7) | msgpack_pack_int64(&pk, 0);
     if (n->max_attempts >= 0)
         bad |= pack_str(&pk, "max_attempts", 12) | msgpack_pack_int64(&pk, n->max_attempts);
+    if (n->traceparent)
+        bad |= pack_str(&pk, "traceparent", 11) |
+               pack_str(&pk, n->traceparent, strlen(n->traceparent));
     return bad ? -ENOMEM : 0;
 }
 

@@ -84,8 +84,8 @@ void env_set_error(struct env *e, const char *msg);
 int env_encode(const struct env *e, msgpack_sbuffer *out);
 
 /* A fresh envelope in canonical order: jid, type, args, queue, created_at,
- * attempt, then max_attempts when >= 0. args is a packed msgpack map (len bytes);
- * args NULL means an empty map. "v" is left out: absent means 1. Returns 0, or
+ * attempt, then max_attempts when >= 0, then traceparent when given. args is a
+ * packed msgpack map (len bytes); args NULL means an empty map. "v" is left out: absent means 1. Returns 0, or
  * -EINVAL for what every worker would refuse (jid not 1-64 bytes, empty type,
  * args not exactly one map, max_attempts 0), or -ENOMEM. */
 struct env_new {
@@ -94,6 +94,7 @@ struct env_new {
     size_t args_len;
     int64_t created_at;
     int64_t max_attempts; /* -1: absent */
+    const char *traceparent; /* NULL: absent */
 };
 int env_new(const struct env_new *n, msgpack_sbuffer *out);
 

@@ -107,6 +107,11 @@ int stj_job_set_args_json(stj_job *j, const char *json, char *err, size_t errlen
 /* n >= 1 overrides the type's default number of attempts; n < 0 removes it. */
 int stj_job_set_max_attempts(stj_job *j, int64_t n);
 
+/* The producer's W3C trace context (version 00: "00-<32 hex>-<16 hex>-<2 hex>"),
+ * carried into every log line of the job; NULL or "" removes it. STJ_E_INVAL if
+ * malformed. */
+int stj_job_set_traceparent(stj_job *j, const char *traceparent);
+
 /* Fixes created_at (ms since the epoch); 0 means "when pushed". For tests and replays. */
 void stj_job_set_created_at(stj_job *j, int64_t ms);
 

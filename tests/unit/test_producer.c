@@ -194,6 +194,41 @@ static void test_max_attempts_and_queue_reach_the_envelope(void **state)
     stj_job_free(j);
 }
 
+static void test_traceparent_is_checked_and_reaches_the_envelope_last(void **state)
+{
+    static const char tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    stj_job *j = job_from_json("email.welcome", "c0ffee", "{\"partner_id\": 1007}");
+    struct env e;
+    char *buf, err[256];
+    size_t len;
+
+    (void)state;
+    assert_int_equal(stj_job_set_traceparent(j, "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+                     STJ_E_INVAL); /* uppercase */
+    assert_int_equal(stj_job_set_traceparent(j, "00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+                     STJ_E_INVAL); /* all-zero trace id */
+    assert_int_equal(stj_job_set_traceparent(j, "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                     STJ_E_INVAL); /* unknown version */
+    assert_int_equal(stj_job_set_traceparent(j, "00-4bf92f"), STJ_E_INVAL);
+    assert_int_equal(stj_job_set_traceparent(j, tp), 0);
+    assert_int_equal(stj_job_encode(j, &buf, &len), 0);
+    if (env_decode(&e, buf, len, 262144, err, sizeof err) != 0)
+        fail_msg("decode: %s", err);
+    assert_int_equal(e.traceparent.len, 55);
+    assert_memory_equal(e.traceparent.ptr, tp, 55);
+    /* canonical order: the last key, so the bytes end with its value */
+    assert_memory_equal(buf + len - 55, tp, 55);
+    env_free(&e);
+    free(buf);
+    assert_int_equal(stj_job_set_traceparent(j, NULL), 0);
+    assert_int_equal(stj_job_encode(j, &buf, &len), 0);
+    assert_int_equal(env_decode(&e, buf, len, 262144, err, sizeof err), 0);
+    assert_null(e.traceparent.ptr);
+    env_free(&e);
+    free(buf);
+    stj_job_free(j);
+}
+
 static void test_new_job_has_defaults_and_empty_args(void **state)
 {
     stj_job *j = stj_job_new("sys.noop");
@@ -439,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_utf8_args_match_vector_4),
         cmocka_unit_test(test_max_attempts_and_queue_reach_the_envelope),
         cmocka_unit_test(test_new_job_has_defaults_and_empty_args),
+        cmocka_unit_test(test_traceparent_is_checked_and_reaches_the_envelope_last),
         cmocka_unit_test(test_json_types_map_to_msgpack_types_in_key_order),
         cmocka_unit_test(test_json_top_level_must_be_an_object),
         cmocka_unit_test(test_bad_json_is_refused_with_position),
