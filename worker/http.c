@@ -219,11 +219,6 @@ void http_reply(struct http_resp *c, int status, const char *ctype, const char *
     conn_flush(c);
 }
 
-const char *http_path(const struct http_resp *resp)
-{
-    return resp->path;
-}
-
 static void conn_error(struct http_resp *c, int status, const char *msg)
 {
     http_reply(c, status, "text/plain; charset=utf-8", msg, strlen(msg));

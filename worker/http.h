@@ -63,7 +63,4 @@ void http_close_fds(struct http_server *srv);
 void http_reply(struct http_resp *resp, int status, const char *ctype, const char *body,
                 size_t len);
 
-/* The request's path, without the query string; valid until http_reply(). */
-const char *http_path(const struct http_resp *resp);
-
 #endif

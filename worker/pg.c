@@ -448,15 +448,3 @@ int pg_sqlstate_data(const char *s)
            (strncmp(s, "22", 2) == 0 || (strncmp(s, "23", 2) == 0 && strcmp(s, "23505") != 0));
 }
 
-int pg_sqlstate_transient(const char *s)
-{
-    static const char *const classes[] = {"08", "40", "53", "57", "58", NULL};
-    if (!s || strlen(s) != 5)
-        return 1; /* no SQLSTATE at all: the connection, not the statement */
-    if (strcmp(s, "55P03") == 0)
-        return 1; /* lock_not_available */
-    for (int i = 0; classes[i]; i++)
-        if (strncmp(s, classes[i], 2) == 0)
-            return 1;
-    return 0;
-}

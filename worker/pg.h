@@ -69,8 +69,4 @@ void pg_on_idle(struct pg_pool *p, void (*fn)(void *ud), void *ud);
  * unique violation); the same data will fail again. */
 int pg_sqlstate_data(const char *sqlstate);
 
-/* Transient: retrying the same statement later may succeed (connection, lock,
- * serialization, resource and shutdown classes). */
-int pg_sqlstate_transient(const char *sqlstate);
-
 #endif
