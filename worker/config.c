@@ -40,6 +40,8 @@
 
 #include <libconfig.h>
 
+#include "cron.h"
+#include "decimal.h"
 #include "log.h"
 #include "redisurl.h"
 
@@ -54,6 +56,7 @@ union val {
     long long i;
     double d;
     const char *s;
+    struct cfg_days days;
 };
 
 struct cfg_key;
@@ -200,10 +203,13 @@ static int seconds_text(const char *text, union val *v)
     return errno || end == text || *end || !isfinite(v->d) ? -1 : 0;
 }
 
+static const struct ktype t_seconds;
+
 static int seconds_store(const struct cfg_key *k, void *field, union val v, char *why)
 {
     if (out_of_range(k, v.d, why) < 0) {
-        strncat(why, " seconds", WHY_MAX - strlen(why) - 1);
+        if (k->type == &t_seconds)
+            strncat(why, " seconds", WHY_MAX - strlen(why) - 1);
         return -1;
     }
     *(double *)field = v.d;
@@ -281,6 +287,13 @@ static void bool_print(const struct cfg_key *k, const void *field, FILE *out)
     fputs(*(const int *)field ? "true" : "false", out);
 }
 
+/* A list element's bool always has its default, so it is never unset. */
+static int never_unset(const void *field)
+{
+    (void)field;
+    return 0;
+}
+
 static int string_setting(const config_setting_t *s, union val *v)
 {
     if (config_setting_type(s) != CONFIG_TYPE_STRING)
@@ -336,7 +349,7 @@ static void string_print(const struct cfg_key *k, const void *field, FILE *out)
     const char *v = *(char *const *)field;
     char red[1024];
 
-    if (v && (k->flags & KEY_SECRET)) {
+    if (v && *v && (k->flags & KEY_SECRET)) {
         if (k->redact)
             k->redact(v, red, sizeof red);
         else
@@ -377,6 +390,72 @@ static void enum_print(const struct cfg_key *k, const void *field, FILE *out)
     print_quoted(k->choices[*(const int *)field], out);
 }
 
+
+/* A list of day counts: [3, 7, 14] in the file, "3,7,14" in the environment. */
+static int days_setting(const config_setting_t *s, union val *v)
+{
+    int t = config_setting_type(s), n = config_setting_length(s);
+
+    if ((t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) || n > CFG_MAX_STAGES)
+        return -1;
+    v->days.n = n;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+        if (config_setting_type(e) != CONFIG_TYPE_INT)
+            return -1;
+        v->days.v[i] = config_setting_get_int(e);
+    }
+    return 0;
+}
+
+static int days_text(const char *text, union val *v)
+{
+    const char *p = text + strspn(text, "[ ");
+
+    v->days.n = 0;
+    while (*p && *p != ']') {
+        char *end;
+        errno = 0;
+        long d = strtol(p, &end, 10);
+        if (end == p || errno || d < INT_MIN || d > INT_MAX || v->days.n == CFG_MAX_STAGES)
+            return -1;
+        v->days.v[v->days.n++] = (int)d;
+        p = end + strspn(end, " ");
+        if (*p == ',')
+            p += 1 + strspn(p + 1, " ");
+    }
+    return *p == ']' && p[1 + strspn(p + 1, " ")] ? -1 : 0;
+}
+
+static int days_store(const struct cfg_key *k, void *field, union val v, char *why)
+{
+    if (v.days.n == 0) {
+        snprintf(why, WHY_MAX, "needs at least one day");
+        return -1;
+    }
+    for (int i = 0; i < v.days.n; i++) {
+        if (out_of_range(k, v.days.v[i], why) < 0)
+            return -1;
+        if (i > 0 && v.days.v[i] <= v.days.v[i - 1]) {
+            snprintf(why, WHY_MAX, "days must be strictly increasing");
+            return -1;
+        }
+    }
+    *(struct cfg_days *)field = v.days;
+    return 0;
+}
+
+static void days_print(const struct cfg_key *k, const void *field, FILE *out)
+{
+    const struct cfg_days *d = field;
+
+    (void)k;
+    fputc('[', out);
+    for (int i = 0; i < d->n; i++)
+        fprintf(out, "%s%d", i ? ", " : "", d->v[i]);
+    fputc(']', out);
+}
+
 static const struct ktype t_int = {"an integer", number_setting, number_text, int_store,
                                    int_print, int_unset, int_is_unset};
 static const struct ktype t_long = {"an integer", number_setting, number_text, long_store,
@@ -384,8 +463,12 @@ static const struct ktype t_long = {"an integer", number_setting, number_text, l
 static const struct ktype t_seconds = {"a number of seconds", seconds_setting, seconds_text,
                                        seconds_store, seconds_print, double_unset,
                                        double_is_unset};
+static const struct ktype t_number = {"a number", seconds_setting, seconds_text, seconds_store,
+                                      seconds_print, double_unset, double_is_unset};
+static const struct ktype t_days = {"a list of whole days: [3, 7, 14]", days_setting, days_text,
+                                    days_store, days_print, NULL, NULL};
 static const struct ktype t_bool = {"true or false", bool_setting, bool_text, bool_store,
-                                    bool_print, NULL, NULL};
+                                    bool_print, NULL, never_unset};
 static const struct ktype t_string = {"a string", string_setting, string_text, string_store,
                                       string_print, string_unset, string_is_unset};
 static const struct ktype t_enum = {"a string", string_setting, string_text, enum_store,
@@ -541,9 +624,58 @@ static void redact_database_url(const char *s, char *buf, size_t size)
     redact_conninfo(s, &o);
 }
 
+
+static int check_decimal(const char *s, char *why)
+{
+    return dec_check(s, why, WHY_MAX);
+}
+
+static int check_cron(const char *s, char *why)
+{
+    return cron_parse(s, &(struct cron){0}, why, WHY_MAX);
+}
+
+static int check_http_url(const char *s, char *why)
+{
+    if ((strncmp(s, "https://", 8) == 0 && s[8]) || (strncmp(s, "http://", 7) == 0 && s[7]))
+        return 0;
+    snprintf(why, WHY_MAX, "must be an http:// or https:// URL");
+    return -1;
+}
+
+/* Header values: a CR or LF would let a value start a header of its own. */
+static int check_header_value(const char *s, char *why)
+{
+    if (!strpbrk(s, "\r\n"))
+        return 0;
+    snprintf(why, WHY_MAX, "must not contain a line break");
+    return -1;
+}
+
+static int check_address(const char *s, char *why)
+{
+    if (check_header_value(s, why) < 0)
+        return -1;
+    if (strchr(s, '@'))
+        return 0;
+    snprintf(why, WHY_MAX, "must be an email address: addr@domain or Name <addr@domain>");
+    return -1;
+}
+
+static int check_json_object(const char *s, char *why)
+{
+    s += strspn(s, " \t\n");
+    if (*s == '{')
+        return 0;
+    snprintf(why, WHY_MAX, "must be a JSON object: \"{ ... }\"");
+    return -1;
+}
+
 /* ---- the table ---- */
 
 static const char *const fetch_orders[] = {"strict", "weighted", NULL};
+static const char *const mail_transports[] = {"auto", "sendgrid", "smtp", "log", NULL};
+static const char *const starttls_modes[] = {"required", "optional", "off", NULL};
 
 _Static_assert(sizeof(enum cfg_order) == sizeof(int), "enum keys are stored as int");
 
@@ -570,12 +702,25 @@ static const struct cfg_key type_fields[] = {
      .flags = KEY_OPEN_MIN},
 };
 
+static const struct cfg_key schedule_fields[] = {
+    {FIELD("name", t_string, cfg_schedule, name), .flags = KEY_REQUIRED | KEY_UNIQUE,
+     .check = check_name},
+    {FIELD("cron", t_string, cfg_schedule, cron), .flags = KEY_REQUIRED, .check = check_cron},
+    {FIELD("type", t_string, cfg_schedule, type), .flags = KEY_REQUIRED, .check = check_name},
+    {FIELD("args", t_string, cfg_schedule, args), .def = "{}", .check = check_json_object},
+    {FIELD("queue", t_string, cfg_schedule, queue), .check = check_name},
+    {FIELD("catch_up", t_bool, cfg_schedule, catch_up), .def = "false"},
+};
+
 static const struct cfg_list queue_list = {
     queue_fields, NELEM(queue_fields), sizeof(struct cfg_queue), offsetof(struct config, nqueues),
     1, "queue"};
 static const struct cfg_list type_list = {
     type_fields, NELEM(type_fields), sizeof(struct cfg_type), offsetof(struct config, ntypes), 0,
     "type"};
+static const struct cfg_list schedule_list = {
+    schedule_fields, NELEM(schedule_fields), sizeof(struct cfg_schedule),
+    offsetof(struct config, nschedule), 0, "schedule entry"};
 
 /*
  * Keys of one group must be contiguous here: cfg_print() prints them in table order.
@@ -615,10 +760,55 @@ static const struct cfg_key keys[] = {
      .max = 3600, .flags = KEY_OPEN_MIN},
     {KEY("engine.reaper_interval", t_seconds, reaper_interval), .def = "5.0", .min = 0,
      .max = 3600, .flags = KEY_OPEN_MIN},
+    {KEY("email.transport", t_enum, email_transport), .def = "auto", .choices = mail_transports},
+    {KEY("email.from", t_string, email_from), .def = "Steller <no-reply@steller.io>",
+     .env = "EMAIL_FROM", .check = check_address},
+    {KEY("email.support_address", t_string, email_support_address),
+     .def = "support@steller.io", .check = check_address},
+    {KEY("email.activation_url", t_string, email_activation_url),
+     .def = "https://app.steller.io/activate?token=", .check = check_http_url},
+    {KEY("email.templates", t_string, email_templates), .def = ""},
+    {KEY("email.timeout", t_seconds, email_timeout), .def = "30.0", .min = 0, .max = 3600,
+     .flags = KEY_OPEN_MIN},
+    {KEY("email.rate_per_second", t_number, email_rate_per_second), .def = "0.0", .min = 0,
+     .max = 1000000},
+    {KEY("email.breaker_failures", t_int, email_breaker_failures), .def = "20", .min = 1,
+     .max = 100000},
+    {KEY("email.breaker_cooloff", t_seconds, email_breaker_cooloff), .def = "30.0", .min = 0,
+     .max = 86400, .flags = KEY_OPEN_MIN},
+    {KEY("email.sendgrid.base_url", t_string, email_sendgrid_base_url),
+     .def = "https://api.sendgrid.com", .check = check_http_url},
+    {KEY("email.sendgrid.api_key", t_string, email_sendgrid_api_key), .def = "",
+     .env = "SENDGRID_API_KEY", .flags = KEY_SECRET, .check = check_header_value},
+    {KEY("email.smtp.server", t_string, email_smtp_server), .def = "",
+     .env = "EMAIL_SMTP_SERVER"},
+    {KEY("email.smtp.port", t_int, email_smtp_port), .def = "587", .env = "EMAIL_SMTP_PORT",
+     .min = 1, .max = 65535},
+    {KEY("email.smtp.user", t_string, email_smtp_user), .def = "", .env = "EMAIL_SMTP_USER"},
+    {KEY("email.smtp.password", t_string, email_smtp_password), .def = "",
+     .env = "EMAIL_SMTP_PASSWORD", .flags = KEY_SECRET},
+    {KEY("email.smtp.starttls", t_enum, email_smtp_starttls), .def = "required",
+     .choices = starttls_modes},
+    {KEY("email.smtp.ca_file", t_string, email_smtp_ca_file), .def = ""},
+    {KEY("wallet.default_seed_amount", t_string, wallet_default_seed_amount), .def = "1000.00",
+     .check = check_decimal},
+    {KEY("wallet.max_seed_amount", t_string, wallet_max_seed_amount), .def = "1000000.00",
+     .check = check_decimal},
+    {KEY("reengagement.stages", t_days, reengagement_stages), .def = "3,7,14", .min = 1,
+     .max = 3650},
+    {KEY("reengagement.quiet_days", t_int, reengagement_quiet_days), .def = "7", .min = 0,
+     .max = 3650},
+    {KEY("reengagement.max_age_days", t_int, reengagement_max_age_days), .def = "30", .min = 1,
+     .max = 36500},
+    {KEY("reengagement.batch_size", t_int, reengagement_batch_size), .def = "1000", .min = 1,
+     .max = 100000},
     {.name = "queues", .off = offsetof(struct config, queues), .list = &queue_list,
      .def = "( { name = \"critical\"; weight = 4; }, { name = \"default\"; weight = 2; },"
             "  { name = \"email\"; weight = 2; }, { name = \"request_log\"; weight = 1; } )"},
     {.name = "types", .off = offsetof(struct config, types), .list = &type_list, .def = "( )"},
+    {.name = "schedule", .off = offsetof(struct config, schedule), .list = &schedule_list,
+     .def = "( { name = \"reengagement\"; cron = \"0 9 * * *\"; "
+            "type = \"reengagement.sweep\"; } )"},
 };
 
 #define NKEYS NELEM(keys)
@@ -975,6 +1165,53 @@ static int check_heartbeat(const struct loader *ld, const struct config *c, char
     return -1;
 }
 
+/* SPEC §5: SendGrid when its key is set, else SMTP when a server is, else the log. */
+static int resolve_transport(const struct loader *ld, struct config *c, char *err, size_t errlen)
+{
+    size_t k = key_index("email.transport");
+    char at[512];
+
+    if (c->email_transport == CFG_MAIL_AUTO)
+        c->email_transport = *c->email_sendgrid_api_key ? CFG_MAIL_SENDGRID
+                             : *c->email_smtp_server    ? CFG_MAIL_SMTP
+                                                        : CFG_MAIL_LOG;
+    where(ld, k, at, sizeof at);
+    if (c->email_transport == CFG_MAIL_SENDGRID && !*c->email_sendgrid_api_key) {
+        snprintf(err, errlen, "%s: sendgrid needs SENDGRID_API_KEY", at);
+        return -1;
+    }
+    if (c->email_transport == CFG_MAIL_SMTP && !*c->email_smtp_server) {
+        snprintf(err, errlen, "%s: smtp needs EMAIL_SMTP_SERVER", at);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_amounts(const struct loader *ld, const struct config *c, char *err,
+                         size_t errlen)
+{
+    char at[512];
+
+    if (dec_cmp(c->wallet_default_seed_amount, c->wallet_max_seed_amount) <= 0)
+        return 0;
+    where(ld, key_index("wallet.default_seed_amount"), at, sizeof at);
+    snprintf(err, errlen, "%s: must not be more than wallet.max_seed_amount", at);
+    return -1;
+}
+
+static int check_stages(const struct loader *ld, const struct config *c, char *err,
+                        size_t errlen)
+{
+    const struct cfg_days *d = &c->reengagement_stages;
+    char at[512];
+
+    if (c->reengagement_max_age_days > d->v[d->n - 1])
+        return 0;
+    where(ld, key_index("reengagement.max_age_days"), at, sizeof at);
+    snprintf(err, errlen, "%s: must be more than the last of reengagement.stages", at);
+    return -1;
+}
+
 int cfg_load(struct config *c, const char *path, char *err, size_t errlen)
 {
     struct loader ld = {.file = "(default)", .err = err, .errlen = errlen};
@@ -994,6 +1231,12 @@ int cfg_load(struct config *c, const char *path, char *err, size_t errlen)
         resolve_workers(c);
         rc = check_heartbeat(&ld, c, err, errlen);
     }
+    if (rc == 0)
+        rc = resolve_transport(&ld, c, err, errlen);
+    if (rc == 0)
+        rc = check_amounts(&ld, c, err, errlen);
+    if (rc == 0)
+        rc = check_stages(&ld, c, err, errlen);
     config_destroy(&ld.cf);
     if (rc < 0)
         cfg_free(c);
@@ -1043,8 +1286,7 @@ static void print_list(const struct cfg_key *k, const struct config *c, FILE *ou
     fputs(");\n", out);
 }
 
-static void print_key(const struct cfg_key *k, const struct config *c, const char *indent,
-                      FILE *out)
+static void print_key(const struct cfg_key *k, const struct config *c, int depth, FILE *out)
 {
     const char *dot = strrchr(k->name, '.');
 
@@ -1052,38 +1294,37 @@ static void print_key(const struct cfg_key *k, const struct config *c, const cha
         print_list(k, c, out);
         return;
     }
-    fprintf(out, "%s%s = ", indent, dot ? dot + 1 : k->name);
+    fprintf(out, "%*s%s = ", depth * 4, "", dot ? dot + 1 : k->name);
     k->type->print(k, (const char *)c + k->off, out);
     fputs(";\n", out);
 }
 
-static size_t group_len(const char *name)
+/*
+ * Prints keys[i...] while their names start with prefix (plen bytes, "" or
+ * "email." or "email.smtp."), each group once: the keys of a group, and of each
+ * group inside it, are contiguous in keys[]. Returns the first index past them.
+ */
+static size_t print_keys(const struct config *c, size_t i, const char *prefix, size_t plen,
+                         int depth, FILE *out)
 {
-    const char *dot = strchr(name, '.');
-
-    return dot ? (size_t)(dot - name) : 0;
+    while (i < NKEYS && strncmp(keys[i].name, prefix, plen) == 0) {
+        const char *rest = keys[i].name + plen, *dot = strchr(rest, '.');
+        if (!dot) {
+            print_key(&keys[i], c, depth, out);
+            i++;
+            continue;
+        }
+        fprintf(out, "%*s%.*s = {\n", depth * 4, "", (int)(dot - rest), rest);
+        i = print_keys(c, i, keys[i].name, (size_t)(dot + 1 - keys[i].name), depth + 1, out);
+        fprintf(out, "%*s};\n", depth * 4, "");
+    }
+    return i;
 }
 
-/* One level of groups: every key of a group follows its first one in keys[]. */
 void cfg_print(const struct config *c, FILE *out)
 {
     fputs("# steller-worker: effective configuration, secrets redacted\n", out);
-    for (size_t i = 0; i < NKEYS; i++) {
-        size_t g = group_len(keys[i].name);
-        if (g == 0) {
-            print_key(&keys[i], c, "", out);
-            continue;
-        }
-        if (i > 0 && group_len(keys[i - 1].name) == g &&
-            strncmp(keys[i - 1].name, keys[i].name, g) == 0)
-            continue;
-        fprintf(out, "%.*s = {\n", (int)g, keys[i].name);
-        for (size_t j = i; j < NKEYS && group_len(keys[j].name) == g &&
-                           strncmp(keys[j].name, keys[i].name, g) == 0;
-             j++)
-            print_key(&keys[j], c, "    ", out);
-        fputs("};\n", out);
-    }
+    print_keys(c, 0, "", 0, 0, out);
 }
 
 const struct cfg_type *cfg_find_type(const struct config *c, const char *name)

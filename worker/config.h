@@ -31,6 +31,28 @@ struct cfg_type {
 
 enum cfg_order { CFG_ORDER_STRICT = 0, CFG_ORDER_WEIGHTED = 1 };
 
+/* A scheduled job (SPEC §5 cron scheduler): one element of the "schedule" list. */
+struct cfg_schedule {
+    char *name;     /* unique; part of the Redis key of each slot */
+    char *cron;     /* five fields, UTC; checked with cron_parse() at load */
+    char *type;     /* job type enqueued */
+    char *args;     /* JSON object text, default "{}" */
+    char *queue;    /* NULL: the type's queue */
+    int catch_up;   /* bool: after downtime, run a missed slot once (default: skip it) */
+};
+
+/* email.transport; CFG_MAIL_AUTO is resolved at load from the environment (SPEC §5). */
+enum cfg_mail_transport { CFG_MAIL_AUTO = 0, CFG_MAIL_SENDGRID, CFG_MAIL_SMTP, CFG_MAIL_LOG };
+enum cfg_starttls { CFG_TLS_REQUIRED = 0, CFG_TLS_OPTIONAL, CFG_TLS_OFF };
+
+#define CFG_MAX_STAGES 16
+
+/* reengagement.stages: days after signup, strictly increasing. */
+struct cfg_days {
+    int n;
+    int v[CFG_MAX_STAGES];
+};
+
 struct config {
     char *path; /* NULL when no file was given */
 
@@ -75,6 +97,38 @@ struct config {
 
     struct cfg_type *types;    /* "types" list of per-type overrides */
     int ntypes;
+
+    /* email group (keys pinned by the email issue) */
+    enum cfg_mail_transport email_transport; /* never CFG_MAIL_AUTO after cfg_load() */
+    char *email_from;             /* EMAIL_FROM; "Name <addr>" or "addr" */
+    char *email_support_address;  /* the {support_address} placeholder */
+    char *email_activation_url;   /* the activation token is appended, URL-encoded */
+    char *email_templates;        /* directory; "" = the installed templates */
+    double email_timeout;         /* seconds one send may take */
+    double email_rate_per_second; /* for the whole daemon, split over its workers; 0: none */
+    int email_breaker_failures;   /* transient failures in a row that open the breaker */
+    double email_breaker_cooloff; /* seconds the breaker stays open (plus jitter) */
+    char *email_sendgrid_base_url;
+    char *email_sendgrid_api_key; /* SENDGRID_API_KEY; secret */
+    char *email_smtp_server;      /* EMAIL_SMTP_SERVER: host, or smtp:// / smtps:// URL */
+    int email_smtp_port;          /* EMAIL_SMTP_PORT */
+    char *email_smtp_user;        /* EMAIL_SMTP_USER */
+    char *email_smtp_password;    /* EMAIL_SMTP_PASSWORD; secret */
+    enum cfg_starttls email_smtp_starttls;
+    char *email_smtp_ca_file;     /* extra CA bundle; "" = the system's */
+
+    /* wallet group: amounts are decimal text, checked with dec_check() */
+    char *wallet_default_seed_amount;
+    char *wallet_max_seed_amount;
+
+    /* reengagement group */
+    struct cfg_days reengagement_stages; /* default [3, 7, 14] */
+    int reengagement_quiet_days;         /* no API request within this many days */
+    int reengagement_max_age_days;       /* partners older than this are left alone */
+    int reengagement_batch_size;         /* emails enqueued per pipelined batch */
+
+    struct cfg_schedule *schedule;       /* "schedule" list */
+    int nschedule;
 };
 
 /*

@@ -31,6 +31,8 @@ enum job_result {
 struct job;
 struct pg_pool;
 struct config;
+struct mail;
+struct tmpl_set;
 
 struct job_type {
     const char *name;
@@ -73,6 +75,34 @@ struct job {
 
 /* Reports the outcome. msg (may be NULL for JOB_OK) is copied. */
 void job_done(struct job *job, enum job_result r, const char *msg);
+
+/*
+ * Reports a failure whose next try should come after delay_ms rather than after
+ * the type's backoff: a provider's Retry-After (spend_attempt = 1: counts like
+ * JOB_RETRY and goes dead once attempts run out), or a transport that is known to
+ * be down (spend_attempt = 0: the job waits, its attempt count unchanged, and is
+ * not counted as failed). Ends the job like job_done(). msg is copied.
+ */
+void job_retry_in(struct job *job, int64_t delay_ms, int spend_attempt, const char *msg);
+
+/*
+ * Pushes n ready-made envelopes (bytes, e.g. from env_encode) onto PREFIX:queue:<queue>
+ * with one LPUSH on the worker's Redis connection: all or none. fn(ud, 0) when
+ * Redis took them, fn(ud, -1) when it did not (Redis down or an error): the caller
+ * decides whether to retry. fn runs exactly once, from the loop, never inside
+ * job_push(); it does not run if the worker process ends first. Returns 0, or -1
+ * (fn not called) when Redis is not connected. The bytes are copied.
+ */
+int job_push(struct job *job, const char *queue, const char *const *envs, const size_t *lens,
+             int n, void (*fn)(void *ud, int rc), void *ud);
+
+/* The Redis key prefix (redis.prefix), for handlers that name keys. */
+const char *job_prefix(struct job *job);
+
+/* The worker process's email transport (worker/mail.h) and templates (worker/tmpl.h),
+ * created at worker start; NULL when no email type is registered. */
+struct mail *job_mail(struct job *job);
+const struct tmpl_set *job_templates(struct job *job);
 
 /* The worker process's event loop, for the handler's watchers. */
 struct ev_loop *job_loop(struct job *job);

@@ -62,6 +62,15 @@ int pg_run(struct pg_pool *p, const char *sql, const char *copy, size_t copy_len
 int pg_run_params(struct pg_pool *p, const char *sql, int nparams, const char *const *values,
                   pg_done_fn *fn, void *ud);
 
+/* Like pg_run_params(), but when no connection is idle the request waits in a
+ * FIFO queue for one (queued requests go before the pg_on_idle callback). When no
+ * connection is open at all, fn gets PG_LOST on the next loop iteration, so a
+ * handler retries with backoff instead of waiting for a database that is down.
+ * Never fails synchronously. To abandon a request (job cancelled), let fn find
+ * out through its ud that nobody waits any more: it still runs exactly once. */
+void pg_submit(struct pg_pool *p, const char *sql, int nparams, const char *const *values,
+               pg_done_fn *fn, void *ud);
+
 /* Called whenever a connection becomes idle, so a waiting user can run. */
 void pg_on_idle(struct pg_pool *p, void (*fn)(void *ud), void *ud);
 

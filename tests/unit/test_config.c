@@ -81,7 +81,88 @@ static int clean_env(void **state)
     (void)state;
     unsetenv("REDIS_URL");
     unsetenv("DATABASE_URL");
+    unsetenv("SENDGRID_API_KEY");
+    unsetenv("EMAIL_SMTP_SERVER");
+    unsetenv("EMAIL_FROM");
     return 0;
+}
+
+static void test_email_transport_follows_the_environment(void **state)
+{
+    (void)state;
+    struct config c;
+
+    load_ok(&c, "workers = 1;\n");
+    assert_int_equal(c.email_transport, CFG_MAIL_LOG);
+    cfg_free(&c);
+    setenv("EMAIL_SMTP_SERVER", "smtp.example.org", 1);
+    load_ok(&c, "workers = 1;\n");
+    assert_int_equal(c.email_transport, CFG_MAIL_SMTP);
+    assert_string_equal(c.email_smtp_server, "smtp.example.org");
+    cfg_free(&c);
+    setenv("SENDGRID_API_KEY", "SG.secret-key", 1);
+    setenv("EMAIL_FROM", "Ops <ops@example.org>", 1);
+    load_ok(&c, "workers = 1;\n");
+    assert_int_equal(c.email_transport, CFG_MAIL_SENDGRID);
+    assert_string_equal(c.email_from, "Ops <ops@example.org>");
+    char *out = printed(&c);
+    assert_null(strstr(out, "SG.secret-key"));
+    assert_non_null(strstr(out, "transport = \"sendgrid\";"));
+    free(out);
+    cfg_free(&c);
+    load_ok(&c, "email = { transport = \"log\"; };\n"); /* the file's choice wins */
+    assert_int_equal(c.email_transport, CFG_MAIL_LOG);
+    cfg_free(&c);
+    clean_env(NULL);
+    load_fails("email = {\n transport = \"sendgrid\";\n};\n",
+               "%s:2: key 'email.transport': sendgrid needs SENDGRID_API_KEY");
+    load_fails("email = {\n transport = \"smtp\";\n};\n",
+               "%s:2: key 'email.transport': smtp needs EMAIL_SMTP_SERVER");
+    load_fails("email = {\n from = \"a@b\\r\\nBcc: x@y\";\n};\n",
+               "%s:2: key 'email.from': must not contain a line break");
+    load_fails("email = {\n smtp = {\n  starttls = \"maybe\";\n };\n};\n",
+               "%s:3: key 'email.smtp.starttls': must be one of required, optional, off");
+}
+
+static void test_wallet_amounts_and_stages(void **state)
+{
+    (void)state;
+    struct config c;
+
+    load_ok(&c, "wallet = { max_seed_amount = \"99999999999999.9999\"; };\n"
+                "reengagement = { stages = [1, 2]; max_age_days = 3; };\n");
+    assert_string_equal(c.wallet_max_seed_amount, "99999999999999.9999");
+    assert_int_equal(c.reengagement_stages.n, 2);
+    assert_int_equal(c.reengagement_stages.v[1], 2);
+    cfg_free(&c);
+    load_fails("wallet = {\n default_seed_amount = \"1.23456\";\n};\n",
+               "%s:2: key 'wallet.default_seed_amount': has more than 4 decimals");
+    load_fails("wallet = {\n max_seed_amount = \"10\";\n};\n",
+               "default of key 'wallet.default_seed_amount': must not be more than "
+               "wallet.max_seed_amount");
+    load_fails("reengagement = {\n stages = [7, 3];\n};\n",
+               "%s:2: key 'reengagement.stages': days must be strictly increasing");
+    load_fails("reengagement = {\n stages = [3, 40];\n};\n",
+               "default of key 'reengagement.max_age_days': must be more than the last of "
+               "reengagement.stages");
+}
+
+static void test_schedule_list(void **state)
+{
+    (void)state;
+    struct config c;
+
+    load_ok(&c, "schedule = ( { name = \"a\"; cron = \"*/5 * * * *\"; type = \"sys.noop\";"
+                " args = \"{\\\"x\\\": 1}\"; catch_up = true; } );\n");
+    assert_int_equal(c.nschedule, 1);
+    assert_string_equal(c.schedule[0].args, "{\"x\": 1}");
+    assert_int_equal(c.schedule[0].catch_up, 1);
+    assert_null(c.schedule[0].queue);
+    cfg_free(&c);
+    load_fails("schedule = (\n { name = \"a\"; cron = \"0 25 * * *\"; type = \"t\"; }\n);\n",
+               "%s:2: key 'schedule[0].cron': hour: 25-25 is out of range 0-23");
+    load_fails("schedule = (\n { name = \"a\"; type = \"t\"; }\n);\n",
+               "%s:2: key 'schedule[0]': cron is required");
 }
 
 static void test_defaults_without_a_file(void **state)
@@ -290,7 +371,9 @@ static void test_unknown_keys_and_groups_are_errors(void **state)
     load_fails("workers = 1;\nfoo = 2;\n", "%s:2: unknown key 'foo'");
     load_fails("redis = {\n  url = \"redis://h\";\n  prefx = \"s\";\n};\n",
                "%s:3: unknown key 'redis.prefx'");
-    load_fails("email = { from = \"a@b\"; };\n", "%s:1: unknown key 'email'");
+    load_fails("mail = { from = \"a@b\"; };\n", "%s:1: unknown key 'mail'");
+    load_fails("email = {\n smtp = {\n  prot = 25;\n };\n};\n",
+               "%s:3: unknown key 'email.smtp.prot'");
     load_fails("redis = \"redis://h\";\n",
                "%s:1: key 'redis': must be a group: redis = { ... };");
     load_fails("engine = { reaper = { x = 1; }; };\n", "%s:1: unknown key 'engine.reaper'");
@@ -560,6 +643,9 @@ int main(void)
         cmocka_unit_test(test_queues_list),
         cmocka_unit_test(test_queue_errors),
         cmocka_unit_test(test_types_list),
+        cmocka_unit_test(test_email_transport_follows_the_environment),
+        cmocka_unit_test(test_wallet_amounts_and_stages),
+        cmocka_unit_test(test_schedule_list),
         cmocka_unit_test(test_type_errors),
         cmocka_unit_test(test_print_round_trips),
         cmocka_unit_test(test_print_redacts_every_database_url_form),
