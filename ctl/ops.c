@@ -9,6 +9,7 @@
  *   retry now JID                             make a waiting retry due now
  *   queue pause NAME | queue resume NAME      P:paused, which fetch.lua obeys
  *   workers [--json]                          P:workers and their heartbeats
+ *   schedule [--json]                         the config's schedule, next and last slots
  *
  * Reading: P:dead and P:retry are read in pages (LRANGE, ZRANGE) and each
  * element decoded with msgpack-c; nothing is loaded whole. A dead element is
@@ -39,13 +40,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cron.h"
 #include "envelope.h"
 #include "ops.h"
+#include "scheduler.h"
 
 #define PAGE 200          /* elements per LRANGE / ZRANGE, and script calls per pipeline */
 #define DEFAULT_LIMIT 100 /* rows of dead ls and retry ls */
 #define DEFAULT_WIDTH 120 /* terminal columns when stdout is no terminal and COLUMNS unset */
-#define MAX_COLS 8
+#define MAX_COLS 9
 
 extern const char scr_src_dead_retry[], scr_src_retry_now[], scr_src_dead_purge[];
 
@@ -1785,14 +1788,25 @@ static json_t *worker_json(const struct wrow *w, int64_t now)
                         alive ? json_integer(now - hash_int(h, "beat", now)) : json_null());
 #undef INT_OR_NULL
     json_object_set_new(j, "processing", json_integer(w->inflight));
+    json_object_set_new(j, "mail", alive && hash_get(h, "mail")
+                                       ? json_string(hash_get(h, "mail"))
+                                       : json_null());
     return j;
 }
 
-static int worker_row(struct table *t, const struct wrow *w, int64_t now)
+/* The MAIL column shows only when a live worker has an email transport to report,
+ * so that a pool without email types keeps the STATE column wide. */
+static int worker_has_mail(const struct wrow *w)
+{
+    const char *m = w->hash->elements ? hash_get(w->hash, "mail") : NULL;
+    return m && strcmp(m, "off") != 0;
+}
+
+static int worker_row(struct table *t, const struct wrow *w, int64_t now, int mail)
 {
     const redisReply *h = w->hash;
     char host[256], pid[32], busy[48] = "", started[40] = "", beat[40] = "", state[96];
-    const char *cells[8];
+    const char *cells[9];
 
     wid_parts(w->wid, host, sizeof host, pid, sizeof pid);
     if (h->elements) {
@@ -1814,17 +1828,20 @@ static int worker_row(struct table *t, const struct wrow *w, int64_t now)
     cells[4] = busy;
     cells[5] = started;
     cells[6] = beat;
-    cells[7] = state;
+    cells[7] = h->elements ? hash_get(h, "mail") ?: "-" : "";
+    cells[8] = state;
+    if (!mail)
+        cells[7] = state;
     return table_add(t, cells, NULL);
 }
 
 static int workers_print(struct wrow *rows, size_t n, int json)
 {
-    static const char *const heads[] = {"WID",  "HOST",    "PID",  "QUEUES",
-                                        "BUSY", "STARTED", "BEAT", "STATE"};
+    static const char *const heads[] = {"WID",     "HOST", "PID",  "QUEUES", "BUSY",
+                                        "STARTED", "BEAT", "MAIL", "STATE"};
     struct table t = {.ncols = 8};
     int64_t now = ctl_now_ms();
-    int rc = CTL_OK;
+    int rc = CTL_OK, mail = 0;
 
     if (json) {
         json_t *list = json_array();
@@ -1836,12 +1853,15 @@ static int workers_print(struct wrow *rows, size_t n, int json)
         printf("no workers registered\n");
         return CTL_OK;
     }
+    for (size_t i = 0; i < n; i++)
+        mail |= worker_has_mail(&rows[i]);
+    t.ncols = mail ? 9 : 8;
     for (int c = 0; c < t.ncols; c++) {
-        t.head[c] = heads[c];
+        t.head[c] = heads[mail || c < 7 ? c : c + 1];
         t.right[c] = c == 2 || c == 4 || c == 5 || c == 6;
     }
     for (size_t i = 0; rc == CTL_OK && i < n; i++)
-        rc = worker_row(&t, &rows[i], now);
+        rc = worker_row(&t, &rows[i], now, mail);
     if (rc == CTL_OK)
         table_print(&t);
     table_free(&t);
@@ -1924,10 +1944,208 @@ int cmd_workers(struct ctl *ctl, int argc, char **argv)
 const char workers_help[] =
     "The worker processes registered in P:workers, sorted by wid: host, pid, the\n"
     "queues they serve, busy slots out of their concurrency, when they started and\n"
-    "their last heartbeat (P:worker:<wid>). A wid whose heartbeat hash has expired\n"
+    "their last heartbeat (P:worker:<wid>), and MAIL, the email transport and its\n"
+    "circuit breaker (sendgrid:closed, smtp:open ...; error: the transport could not\n"
+    "be set up; the column is left out when no live worker has an email job type).\n"
+    "A wid whose heartbeat hash has expired\n"
     "shows as DEAD with the jobs left in its processing list: a live worker's\n"
     "reaper will hand them back to their queues and unregister it.\n"
     "\n"
     "  --json   one array of {wid, alive, host, pid, queues, busy, concurrency,\n"
-    "           started_at (ms), beat (ms), beat_age_ms, processing}; for a dead\n"
+    "           started_at (ms), beat (ms), beat_age_ms, processing, mail}; for a dead\n"
     "           wid host and pid are read from the wid and the rest is null\n";
+
+/* ---- schedule ---- */
+
+/* One entry of the config's schedule list, with what Redis says of it. */
+struct srow {
+    const struct cfg_schedule *e;
+    const char *queue;
+    int64_t next; /* s since the epoch; -1: never */
+    int64_t last; /* the latest slot enqueued; -1: none recorded */
+    char *jid;    /* the job of that slot while its claim lives; NULL otherwise */
+};
+
+/* MGET of one key per entry: P:schedule:<name>:<suffix>, suffix "last" or the
+ * entry's last slot. The reply is the caller's to free; NULL after a complaint. */
+static redisReply *schedule_mget(struct ctl *ctl, const struct srow *rows, int n, int slots,
+                                 int *rc)
+{
+    const char **argv = calloc((size_t)n + 1, sizeof *argv);
+    char **keys = calloc((size_t)n + 1, sizeof *keys);
+    redisReply *r = NULL;
+    int ok = argv && keys;
+
+    for (int i = 0; ok && i < n; i++) {
+        if (slots)
+            ok = asprintf(&keys[i], "%s:schedule:%s:%lld", ctl->prefix, rows[i].e->name,
+                          (long long)rows[i].last) >= 0;
+        else
+            ok = asprintf(&keys[i], "%s:schedule:%s:last", ctl->prefix, rows[i].e->name) >= 0;
+        if (!ok)
+            keys[i] = NULL;
+        argv[i + 1] = keys[i];
+    }
+    if (ok) {
+        argv[0] = "MGET";
+        r = redisCommandArgv(ctl->rc, n + 1, argv, NULL);
+        *rc = ctl_reply_status(ctl, r, "MGET schedule keys");
+        if (*rc == CTL_OK && (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n))
+            *rc = ctl_complain(CTL_FAILED, "MGET schedule keys: unexpected reply");
+    } else {
+        *rc = ctl_complain(CTL_FAILED, "out of memory");
+    }
+    for (int i = 0; keys && i < n; i++)
+        free(keys[i]);
+    free(keys);
+    free(argv);
+    if (*rc != CTL_OK) {
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* The last slot of every entry (P:schedule:<name>:last), then the claim of each
+ * (its value is the slot's jid): two round trips. */
+static int schedule_read(struct ctl *ctl, struct srow *rows, int n)
+{
+    redisReply *r;
+    int rc = CTL_OK;
+
+    if (n == 0)
+        return CTL_OK;
+    if (!(r = schedule_mget(ctl, rows, n, 0, &rc)))
+        return rc;
+    for (int i = 0; i < n; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING)
+            rows[i].last = strtoll(r->element[i]->str, NULL, 10);
+    freeReplyObject(r);
+    if (!(r = schedule_mget(ctl, rows, n, 1, &rc)))
+        return rc;
+    for (int i = 0; i < n; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING && rows[i].last >= 0)
+            rows[i].jid = strdup(r->element[i]->str);
+    freeReplyObject(r);
+    return CTL_OK;
+}
+
+static json_t *schedule_json(const struct srow *w)
+{
+    char when[40];
+    json_t *j = json_object(), *args = json_loads(w->e->args ? w->e->args : "{}", 0, NULL);
+
+    json_object_set_new(j, "name", json_string(w->e->name));
+    json_object_set_new(j, "cron", json_string(w->e->cron));
+    json_object_set_new(j, "type", json_string(w->e->type));
+    json_object_set_new(j, "queue", json_string(w->queue));
+    json_object_set_new(j, "args", args ? args : json_null());
+    json_object_set_new(j, "catch_up", json_boolean(w->e->catch_up));
+    json_object_set_new(j, "next", w->next >= 0 ? json_integer(w->next) : json_null());
+    json_object_set_new(j, "next_utc",
+                        w->next >= 0 ? json_string(fmt_utc(w->next * 1000, 0, when, sizeof when))
+                                     : json_null());
+    json_object_set_new(j, "last", w->last >= 0 ? json_integer(w->last) : json_null());
+    json_object_set_new(j, "last_utc",
+                        w->last >= 0 ? json_string(fmt_utc(w->last * 1000, 0, when, sizeof when))
+                                     : json_null());
+    json_object_set_new(j, "last_jid", w->jid ? json_string(w->jid) : json_null());
+    return j;
+}
+
+static int schedule_print(const struct srow *rows, int n, int json)
+{
+    static const char *const heads[] = {"NAME",     "CRON",       "TYPE",           "QUEUE",
+                                        "CATCH_UP", "NEXT (UTC)", "LAST SLOT (UTC)"};
+    struct table t = {.ncols = 7};
+    int rc = CTL_OK;
+
+    if (json) {
+        json_t *a = json_array();
+        for (int i = 0; i < n; i++)
+            json_array_append_new(a, schedule_json(&rows[i]));
+        return print_json(a);
+    }
+    memcpy(t.head, heads, sizeof heads);
+    for (int i = 0; i < n && rc == CTL_OK; i++) {
+        char next[40] = "never", last[40] = "never";
+        const struct srow *w = &rows[i];
+        const char *cells[7] = {
+            w->e->name, w->e->cron, w->e->type, w->queue, w->e->catch_up ? "yes" : "no",
+            next,       last};
+        if (w->next >= 0)
+            fmt_utc(w->next * 1000, 0, next, sizeof next);
+        if (w->last >= 0)
+            fmt_utc(w->last * 1000, 0, last, sizeof last);
+        rc = table_add(&t, cells, NULL);
+    }
+    if (rc == CTL_OK)
+        table_print(&t);
+    table_free(&t);
+    return rc;
+}
+
+int cmd_schedule(struct ctl *ctl, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {NULL, 0, NULL, 0},
+    };
+    struct config dflt, *cfg = &ctl->cfg;
+    struct srow *rows;
+    int json = 0, opt, rc, n;
+    int64_t now = ctl_now_ms() / 1000;
+    char err[512];
+
+    while ((opt = ctl_next_opt(ctl, argc, argv, opts)) != -1) {
+        if (opt != OPT_JSON)
+            return ctl->status;
+        json = 1;
+    }
+    if (optind < argc)
+        return ctl_usage(ctl, "unexpected argument '%s'", argv[optind]);
+    if ((rc = ctl_connect(ctl)) != CTL_OK)
+        return rc;
+    if (!ctl->have_cfg) {
+        /* No -c FILE: what a daemon started without one runs. */
+        if (cfg_load(&dflt, NULL, err, sizeof err) != 0)
+            return ctl_complain(CTL_USAGE, "%s", err);
+        fprintf(stderr, "stellerctl: no -c FILE given: the built-in default schedule\n");
+        cfg = &dflt;
+    }
+    n = cfg->nschedule;
+    rows = calloc((size_t)n + 1, sizeof *rows);
+    if (!rows) {
+        rc = ctl_complain(CTL_FAILED, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        struct cron c;
+        rows[i].e = &cfg->schedule[i];
+        rows[i].queue = sched_queue(cfg, rows[i].e);
+        rows[i].next =
+            cron_parse(rows[i].e->cron, &c, err, sizeof err) == 0 ? cron_next(&c, now) : -1;
+        rows[i].last = -1;
+    }
+    rc = schedule_read(ctl, rows, n);
+    if (rc == CTL_OK)
+        rc = schedule_print(rows, n, json);
+    for (int i = 0; i < n; i++)
+        free(rows[i].jid);
+    free(rows);
+out:
+    if (cfg == &dflt)
+        cfg_free(&dflt);
+    return rc;
+}
+
+const char schedule_help[] =
+    "The config's schedule entries (-c FILE; without it the built-in default) as the\n"
+    "daemon's scheduler runs them: the cron expression (UTC), the job type and the\n"
+    "queue its job goes to (the entry's queue, else the type's), whether a missed\n"
+    "slot is caught up, the next slot after now, and the latest slot enqueued\n"
+    "(P:schedule:<name>:last in Redis; \"never\" when none is recorded).\n"
+    "\n"
+    "  --json   one array of {name, cron, type, queue, args, catch_up, next, next_utc,\n"
+    "           last, last_utc, last_jid}; times in seconds since the epoch, and\n"
+    "           last_jid the job of the last slot while its claim key lives (a day)\n";

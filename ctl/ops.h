@@ -109,6 +109,7 @@ int cmd_dead(struct ctl *ctl, int argc, char **argv);
 int cmd_retry(struct ctl *ctl, int argc, char **argv);
 int cmd_queue(struct ctl *ctl, int argc, char **argv);
 int cmd_workers(struct ctl *ctl, int argc, char **argv);
-extern const char dead_help[], retry_help[], queue_help[], workers_help[];
+int cmd_schedule(struct ctl *ctl, int argc, char **argv);
+extern const char dead_help[], retry_help[], queue_help[], workers_help[], schedule_help[];
 
 #endif

@@ -46,7 +46,9 @@
 #include "migrate.h"
 #include "redisurl.h"
 #include "ops.h"
+#include "scheduler.h"
 #include "steller/jobs.h"
+#include "sweep.h"
 
 #define DEFAULT_URL "redis://127.0.0.1:6379/0"
 #define DEFAULT_PREFIX "steller"
@@ -555,16 +557,11 @@ static int args_text(const char *arg, char **json)
     return *json ? CTL_OK : ctl_complain(CTL_USAGE, "--args %s: cannot read it", arg);
 }
 
-/* The queue a job goes to: --queue, else the config's per-type queue, else the built-in map. */
+/* The queue a job goes to: --queue, else the type's (scheduler.h: the config's per-type
+ * queue, else the built-in map), as the daemon's scheduler decides it. */
 static const char *enqueue_queue(const struct ctl *ctl, const struct enqueue_opts *o)
 {
-    const struct cfg_type *t = ctl->have_cfg ? cfg_find_type(&ctl->cfg, o->type) : NULL;
-
-    if (o->queue)
-        return o->queue;
-    if (t && t->queue && t->queue[0])
-        return t->queue;
-    return stj_default_queue(o->type);
+    return o->queue ? o->queue : sched_type_queue(ctl->have_cfg ? &ctl->cfg : NULL, o->type);
 }
 
 /* Makes n jobs that differ only in their jid. */
@@ -757,6 +754,9 @@ struct stats {
     long long enqueued, processing, scheduled, retry, dead;
     long long workers_registered, workers_live;
     long long pg_up, pg_down; /* live workers whose PostgreSQL pool is up / down */
+    /* live workers by the state of their email breaker; "error": no transport */
+    long long mail_closed, mail_open, mail_half_open, mail_error;
+    char mail_transport[16]; /* "" none seen, "mixed" when workers differ */
     long long total[NCOUNTERS], daily[NCOUNTERS];
 };
 
@@ -871,18 +871,46 @@ static int stats_processing(struct ctl *ctl, struct stats *s)
     return rc;
 }
 
-/* One worker's heartbeat: nil when the hash expired, else its "pg" field
- * ("up", "down", or "off" when no database is configured). */
-static void stats_count_worker(struct stats *s, const redisReply *pg)
+/* A heartbeat's "mail" field: "transport:breaker", "error", or "off" (no email type). */
+static void stats_count_mail(struct stats *s, const redisReply *m)
 {
-    if (pg->type != REDIS_REPLY_ARRAY || pg->elements != 2 ||
-        pg->element[0]->type != REDIS_REPLY_INTEGER || !pg->element[0]->integer)
+    const char *colon;
+    size_t n;
+    if (m->type != REDIS_REPLY_STRING || strcmp(m->str, "off") == 0)
+        return;
+    if (strcmp(m->str, "error") == 0) {
+        s->mail_error++;
+        return;
+    }
+    if (!(colon = strchr(m->str, ':')))
+        return;
+    n = (size_t)(colon - m->str);
+    if (!s->mail_transport[0] && n < sizeof s->mail_transport)
+        snprintf(s->mail_transport, sizeof s->mail_transport, "%.*s", (int)n, m->str);
+    else if (strlen(s->mail_transport) != n || strncmp(s->mail_transport, m->str, n) != 0)
+        snprintf(s->mail_transport, sizeof s->mail_transport, "mixed");
+    s->mail_closed += strcmp(colon + 1, "closed") == 0;
+    s->mail_open += strcmp(colon + 1, "open") == 0;
+    s->mail_half_open += strcmp(colon + 1, "half-open") == 0;
+}
+
+/* One worker's heartbeat: [EXISTS, [pg, mail]]. Nil when the hash expired; "pg" is
+ * "up", "down", or "off" when no database is configured. */
+static void stats_count_worker(struct stats *s, const redisReply *x)
+{
+    const redisReply *f;
+    if (x->type != REDIS_REPLY_ARRAY || x->elements != 2 ||
+        x->element[0]->type != REDIS_REPLY_INTEGER || !x->element[0]->integer)
         return;
     s->workers_live++;
-    if (pg->element[1]->type != REDIS_REPLY_STRING)
+    f = x->element[1];
+    if (f->type != REDIS_REPLY_ARRAY || f->elements != 2)
         return;
-    s->pg_up += strcmp(pg->element[1]->str, "up") == 0;
-    s->pg_down += strcmp(pg->element[1]->str, "down") == 0;
+    if (f->element[0]->type == REDIS_REPLY_STRING) {
+        s->pg_up += strcmp(f->element[0]->str, "up") == 0;
+        s->pg_down += strcmp(f->element[0]->str, "down") == 0;
+    }
+    stats_count_mail(s, f->element[1]);
 }
 
 /* Registered workers, how many still have their heartbeat hash, and what
@@ -897,7 +925,8 @@ static int stats_workers(struct ctl *ctl, struct stats *s)
         const redisReply *wid = r->element[i];
         redisAppendCommand(ctl->rc, "MULTI");
         redisAppendCommand(ctl->rc, "EXISTS %s:worker:%b", ctl->prefix, wid->str, wid->len);
-        redisAppendCommand(ctl->rc, "HGET %s:worker:%b pg", ctl->prefix, wid->str, wid->len);
+        redisAppendCommand(ctl->rc, "HMGET %s:worker:%b pg mail", ctl->prefix, wid->str,
+                           wid->len);
         redisAppendCommand(ctl->rc, "EXEC");
     }
     for (size_t i = 0; i < sent * 4; i++) {
@@ -1008,6 +1037,12 @@ static json_t *stats_json(const struct ctl *ctl, const struct stats *s, const st
     json_object_set_new(root, "postgresql",
                         json_pack("{s:I,s:I}", "up", (json_int_t)s->pg_up, "down",
                                   (json_int_t)s->pg_down));
+    json_object_set_new(root, "email",
+                        json_pack("{s:s?,s:I,s:I,s:I,s:I}", "transport",
+                                  s->mail_transport[0] ? s->mail_transport : NULL, "closed",
+                                  (json_int_t)s->mail_closed, "open", (json_int_t)s->mail_open,
+                                  "half_open", (json_int_t)s->mail_half_open, "error",
+                                  (json_int_t)s->mail_error));
     json_object_set_new(root, "counters", counters);
     json_object_set_new(root, "today", today);
     if (rt)
@@ -1033,6 +1068,22 @@ static int num_width(long long v)
     char buf[24];
 
     return snprintf(buf, sizeof buf, "%lld", v);
+}
+
+/* The email line: live workers with their breaker closed, and those not sending. */
+static void print_stats_email(const struct stats *s, int name_w, int num_w)
+{
+    long long n = s->mail_closed + s->mail_open + s->mail_half_open;
+    if (n + s->mail_error == 0) {
+        printf("%-*s  %*s  no email type\n", name_w, "email", num_w, "-");
+        return;
+    }
+    printf("%-*s  %*lld  %s, breaker closed (%lld open, %lld half-open", name_w, "email", num_w,
+           s->mail_closed, s->mail_transport[0] ? s->mail_transport : "?", s->mail_open,
+           s->mail_half_open);
+    if (s->mail_error)
+        printf(", %lld without a transport", s->mail_error);
+    printf(")\n");
 }
 
 /* Name column wide enough for every queue and label; numbers right-aligned under a header.
@@ -1077,10 +1128,12 @@ static void print_stats_table(const struct ctl *ctl, const struct stats *s, cons
     printf("%-*s  %*lld  live (%lld registered)\n", name_w, "workers", num_w, s->workers_live,
            s->workers_registered);
     if (s->pg_up + s->pg_down == 0)
-        printf("%-*s  %*s  not configured\n\n", name_w, "postgresql", num_w, "-");
+        printf("%-*s  %*s  not configured\n", name_w, "postgresql", num_w, "-");
     else
-        printf("%-*s  %*lld  up (%lld down)\n\n", name_w, "postgresql", num_w, s->pg_up,
+        printf("%-*s  %*lld  up (%lld down)\n", name_w, "postgresql", num_w, s->pg_up,
                s->pg_down);
+    print_stats_email(s, name_w, num_w);
+    putchar('\n');
 
     printf("%-*s  %*s  %*s%s\n", name_w, "COUNTER", num_w, "TOTAL", day_w, "TODAY",
            rt ? "   PER SEC" : "");
@@ -1226,8 +1279,8 @@ static const char stats_help[] =
     "Prints the state of the queues: jobs waiting per queue (every P:queue:* list, plus\n"
     "critical, default, email and request_log even when empty) and whether the queue is\n"
     "paused, jobs in flight (all P:processing:* lists), scheduled, waiting to retry,\n"
-    "dead, live workers, and the processed/failed/dead counters, total and for today\n"
-    "(UTC).\n"
+    "dead, live workers, PostgreSQL and the email transport as the workers see them,\n"
+    "and the processed/failed/dead counters, total and for today (UTC).\n"
     "\n"
     "  --json   print one JSON object on one line instead of a table:\n"
     "    prefix       the key prefix\n"
@@ -1243,6 +1296,11 @@ static const char stats_help[] =
     "                 with a live P:worker:<wid> heartbeat\n"
     "    postgresql   {\"up\": int, \"down\": int}: live workers whose PostgreSQL\n"
     "                 connections are up / down (both 0: no database configured)\n"
+    "    email        {\"transport\": \"sendgrid\"|\"smtp\"|\"log\"|\"mixed\"|null,\n"
+    "                  \"closed\": int, \"open\": int, \"half_open\": int, \"error\": int}:\n"
+    "                 live workers by the state of their email circuit breaker (open:\n"
+    "                 email jobs wait in retry); error: the transport could not be set\n"
+    "                 up; all 0: no email job type registered\n"
     "    counters     {\"processed\": int, \"failed\": int, \"dead\": int} since the start\n"
     "    today        {\"date\": \"YYYY-MM-DD\", \"processed\": int, \"failed\": int,\n"
     "                  \"dead\": int} for the current UTC day\n"
@@ -1349,8 +1407,13 @@ static const struct verb verbs[] = {
     {"queue", cmd_queue, "pause NAME | resume NAME", "pause or resume a queue", queue_help},
     {"workers", cmd_workers, "[--json]", "live worker processes and their heartbeats",
      workers_help},
+    {"schedule", cmd_schedule, "[--json]",
+     "the config's scheduled jobs: cron, type, queue, next run, last slot enqueued",
+     schedule_help},
     {"migrate", cmd_migrate, "[--dry-run] [--database URL]",
      "apply pending PostgreSQL schema migrations", migrate_help},
+    {"sweep", cmd_sweep, "[--dry-run] [--as-of TIME] [--wait [--timeout S]]",
+     "run a re-engagement sweep now (enqueues reengagement.sweep)", sweep_help},
     {"help", cmd_help, "[VERB]", "this text, or a verb's options", ""},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -14,9 +14,15 @@
 static const struct job_type *const reg_builtin[] = {
     &sys_noop_type,
     &sys_fail_type,
+    &sys_retry_in_type,
     &sys_sleep_type,
     &sys_crash_type,
     &request_log_type,
+    &reengagement_sweep_type,
+    &email_welcome_type,
+    &email_activation_type,
+    &email_reengagement_type,
+    &wallet_seed_sandbox_type,
 };
 
 #define REG_NBUILTIN (sizeof(reg_builtin) / sizeof(reg_builtin[0]))

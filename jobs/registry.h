@@ -3,7 +3,7 @@
  * and one line in registry.c.
  *
  * reg_init() builds the process's table from the built-in definitions and the
- * config's per-type overrides; sys.fail, sys.sleep and sys.crash are included
+ * config's per-type overrides; sys.fail, sys.retry_in, sys.sleep and sys.crash are included
  * only with debug_jobs = true. The table lives until reg_free().
  */
 #ifndef STELLER_REGISTRY_H
@@ -29,6 +29,10 @@ size_t reg_index(const struct job_type *t);
 
 /* Built-in definitions, one per jobs/ file. */
 extern const struct job_type sys_noop_type, sys_fail_type, sys_sleep_type, sys_crash_type;
+extern const struct job_type sys_retry_in_type;
 extern const struct job_type request_log_type;
+extern const struct job_type reengagement_sweep_type;
+extern const struct job_type email_welcome_type, email_activation_type, email_reengagement_type;
+extern const struct job_type wallet_seed_sandbox_type;
 
 #endif

@@ -2,10 +2,12 @@
  * sys.c - the built-in job types.
  *
  * sys.noop succeeds at once: the unit of the throughput benchmark. With
- * debug_jobs = true, three more exist for recovery tests and demos: sys.fail
- * (args: message, permanent) fails as told; sys.sleep (args: ms) waits on a
- * libev timer, never blocking the loop; sys.crash kills its own worker process
- * while holding the job, which is how the poison limit is exercised.
+ * debug_jobs = true, four more exist for recovery tests and demos: sys.fail
+ * (args: message, permanent) fails as told; sys.retry_in (args: ms, spend,
+ * message) ends with job_retry_in(), a retry due in ms that spends an attempt or
+ * not; sys.sleep (args: ms) waits on a libev timer, never blocking the loop;
+ * sys.crash kills its own worker process while holding the job, which is how the
+ * poison limit is exercised.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -36,6 +38,22 @@ static void sys_fail_start(struct job *job)
     if (msg && msg->type == MSGPACK_OBJECT_STR)
         snprintf(text, sizeof(text), "%.*s", (int)msg->via.str.size, msg->via.str.ptr);
     job_done(job, permanent ? JOB_DEAD : JOB_RETRY, text);
+}
+
+/* args: ms (delay), spend (bool: spend an attempt), message. */
+static void sys_retry_in_start(struct job *job)
+{
+    const msgpack_object *ms = sys_arg(job, "ms"), *spend = sys_arg(job, "spend");
+    const msgpack_object *msg = sys_arg(job, "message");
+    char text[256] = "sys.retry_in";
+    if (!ms || ms->type != MSGPACK_OBJECT_POSITIVE_INTEGER || ms->via.u64 > 86400000) {
+        job_done(job, JOB_DEAD, "sys.retry_in needs args.ms, an integer from 0 to 86400000");
+        return;
+    }
+    if (msg && msg->type == MSGPACK_OBJECT_STR)
+        snprintf(text, sizeof(text), "%.*s", (int)msg->via.str.size, msg->via.str.ptr);
+    job_retry_in(job, (int64_t)ms->via.u64,
+                 spend && spend->type == MSGPACK_OBJECT_BOOLEAN && spend->via.boolean, text);
 }
 
 static void sys_sleep_fire(struct ev_loop *loop, ev_timer *t, int revents)
@@ -88,5 +106,7 @@ const struct job_type sys_fail_type = {
     .name = "sys.fail", SYS_DEFAULTS, .debug_only = 1, .start = sys_fail_start};
 const struct job_type sys_sleep_type = {.name = "sys.sleep", SYS_DEFAULTS, .debug_only = 1,
                                         .start = sys_sleep_start, .cancel = sys_sleep_cancel};
+const struct job_type sys_retry_in_type = {
+    .name = "sys.retry_in", SYS_DEFAULTS, .debug_only = 1, .start = sys_retry_in_start};
 const struct job_type sys_crash_type = {
     .name = "sys.crash", SYS_DEFAULTS, .debug_only = 1, .start = sys_crash_start};

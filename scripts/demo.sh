@@ -63,6 +63,7 @@ shutdown_timeout = 5.0;
 redis = { url = "redis://127.0.0.1:$PORT/0"; prefix = "steller"; };
 database = { url = "$DBURL"; };
 http = { listen = "127.0.0.1:$(free_port)"; };
+email = { templates = "$ROOT/conf/templates"; };
 types = ( { name = "sys.fail"; max_attempts = 3; backoff_base = 1.0; backoff_factor = 0.1; } );
 CONF
 build/steller-worker -c "$RUN/demo.conf" 2> >(sed -u 's/^/  [worker] /' >&2) &

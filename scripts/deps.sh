@@ -7,10 +7,10 @@ set -euo pipefail
 PACKAGES=(
     build-essential cmake pkg-config
     libhiredis-dev libev-dev libmsgpack-dev libcurl4-openssl-dev libconfig-dev
-    libcmocka-dev libjansson-dev libpq-dev
+    libcmocka-dev libjansson-dev libpq-dev libssl-dev
     redis-server redis-tools postgresql
     python3 python3-redis python3-msgpack python3-psycopg2 python3-aiosmtpd
-    valgrind prometheus wrk
+    valgrind prometheus wrk openssl
     libsystemd-dev dpkg-dev file lintian systemd
 )
 

@@ -5,6 +5,9 @@
  * MON) are not accepted. As in Vixie cron, when both day fields are restricted a
  * day matches if either matches.
  *
+ * A day field that starts with '*' ("*", "*\/2") counts as unrestricted for
+ * that rule. "a/n" means a to the field's end in steps of n.
+ *
  * Pure: no clock, no allocation. A parsed expression is plain data.
  */
 #ifndef STELLER_CRON_H
@@ -22,11 +25,18 @@ struct cron {
     uint8_t mday_star, wday_star;
 };
 
-/* 0, or -1 with why (e.g. "field 2 (hour): 24 is out of range 0-23") in err. */
+/* 0, or -1 with why (e.g. "field 2 (hour): 24 is out of range 0-23") in err.
+ * expr NULL reads as "". */
 int cron_parse(const char *expr, struct cron *c, char *err, size_t errlen);
 
 /* The first matching minute strictly after t (seconds since the epoch, UTC), as
- * seconds since the epoch; -1 if none within the next 5 years (e.g. "0 0 30 2 *"). */
+ * seconds since the epoch; -1 if none within the next 9 years (e.g. "0 0 30 2 *";
+ * 9 years reach every Feb 29, 2100 being no leap year). */
 int64_t cron_next(const struct cron *c, int64_t t);
+
+/* The latest matching minute at or before t (t itself when t is a matching
+ * minute's first second or later within it); -1 if none within the 9 years
+ * before t, or t < 0. */
+int64_t cron_prev(const struct cron *c, int64_t t);
 
 #endif

@@ -86,7 +86,9 @@ static void dlv_log_failure(const struct job *job, const char *outcome, const ch
 {
     char jid[ENV_JID_MAX + 8], type[96], m[512], tp[128];
     const struct env *e = &job->env;
-    LOG(LOG_WARN, "job failed",
+    /* a deferral is the transport telling us to wait, not a failure of the job */
+    int deferred = strcmp(outcome, "deferred") == 0;
+    LOG(deferred ? LOG_INFO : LOG_WARN, deferred ? "job deferred" : "job failed",
         "jid=%s type=%s queue=%s attempt=%lld duration_ms=%lld outcome=%s error=%s%s%s",
         log_q(jid, sizeof(jid), e->jid.ptr, e->jid.len),
         log_q(type, sizeof(type), e->type.ptr, e->type.len), job->queue,
@@ -115,43 +117,82 @@ static void dlv_to_dead(struct worker *w, struct job *job, const char *msg, int 
     job->count_failed = bump;
 }
 
-static void dlv_to_retry(struct worker *w, struct job *job, const char *msg)
+/* The retry envelope, due at due_ms. spend: a failed execution (attempt + 1,
+ * failed_at, counted as failed); else a deferral that leaves attempt alone and is
+ * not counted (job_retry_in with spend_attempt = 0). job->count_failed carries
+ * that to retry.lua, as it does for dead.lua. */
+static void dlv_to_retry(struct worker *w, struct job *job, const char *msg, int64_t due_ms,
+                         int spend)
 {
     msgpack_sbuffer sb;
-    int64_t now = worker_now_ms(w);
     struct env *e = &job->env;
-    double r01 = (double)rand() / ((double)RAND_MAX + 1.0);
 
-    e->attempt++;
-    e->has |= ENV_HAS_ATTEMPT | ENV_HAS_FAILED_AT | ENV_HAS_RETRY_AT;
+    if (spend) {
+        e->attempt++;
+        e->failed_at = worker_now_ms(w);
+        e->has |= ENV_HAS_ATTEMPT | ENV_HAS_FAILED_AT;
+    }
+    e->has |= ENV_HAS_RETRY_AT;
     env_set_error(e, msg);
-    e->failed_at = now;
-    job->due_ms = now + backoff_ms(&job->type->backoff, e->attempt, r01);
-    e->retry_at = job->due_ms;
+    job->due_ms = due_ms;
+    e->retry_at = due_ms;
     msgpack_sbuffer_init(&sb);
     env_encode(e, &sb);
     dlv_take_payload(job, &sb);
     msgpack_sbuffer_destroy(&sb);
     job->move = DLV_RETRY;
+    job->count_failed = spend;
+}
+
+static int64_t dlv_backoff_due(struct worker *w, const struct job *job)
+{
+    double r01 = (double)rand() / ((double)RAND_MAX + 1.0);
+    /* the attempt this retry will be: backoff grows with the failures so far */
+    return worker_now_ms(w) + backoff_ms(&job->type->backoff, job->env.attempt + 1, r01);
+}
+
+/* A failure (r = JOB_RETRY or JOB_DEAD); due_ms < 0: the type's backoff. */
+static enum js_outcome dlv_fail(struct worker *w, struct job *job, enum job_result r,
+                                const char *msg, int64_t due_ms)
+{
+    if (!msg || !*msg)
+        msg = "failed without a message";
+    if (r == JOB_RETRY && job->env.attempt + 1 < dlv_max_attempts(job)) {
+        dlv_log_failure(job, "retry", msg);
+        dlv_to_retry(w, job, msg, due_ms >= 0 ? due_ms : dlv_backoff_due(w, job), 1);
+        return JS_RETRIED;
+    }
+    dlv_log_failure(job, "dead", msg);
+    dlv_to_dead(w, job, msg, 1);
+    return JS_DEAD;
 }
 
 void dlv_finish(struct worker *w, struct job *job, enum job_result r, const char *msg)
 {
     enum js_outcome o = JS_OK;
-    if (r == JOB_OK) {
+    if (r == JOB_OK)
         job->move = DLV_ACK;
+    else
+        o = dlv_fail(w, job, r, msg, -1);
+    js_run_ended(&w->stats, job, o, worker_now_ms(w));
+    dlv_push(w, job);
+}
+
+void dlv_finish_in(struct worker *w, struct job *job, int64_t delay_ms, int spend_attempt,
+                   const char *msg)
+{
+    enum js_outcome o = JS_DEFERRED;
+    int64_t due;
+    if (delay_ms < 0)
+        delay_ms = 0;
+    due = worker_now_ms(w) + delay_ms;
+    if (spend_attempt) {
+        o = dlv_fail(w, job, JOB_RETRY, msg, due);
     } else {
         if (!msg || !*msg)
-            msg = "failed without a message";
-        if (r == JOB_RETRY && job->env.attempt + 1 < dlv_max_attempts(job)) {
-            dlv_log_failure(job, "retry", msg);
-            dlv_to_retry(w, job, msg);
-            o = JS_RETRIED;
-        } else {
-            dlv_log_failure(job, "dead", msg);
-            dlv_to_dead(w, job, msg, 1);
-            o = JS_DEAD;
-        }
+            msg = "deferred without a message";
+        dlv_log_failure(job, "deferred", msg);
+        dlv_to_retry(w, job, msg, due, 0);
     }
     js_run_ended(&w->stats, job, o, worker_now_ms(w));
     dlv_push(w, job);
@@ -357,6 +398,7 @@ static int dlv_send_retry(struct worker *w, struct job *job)
     dlv_bin(&a, job->payload, job->payload_len);
     dlv_str(&a, due);
     dlv_str(&a, DLV_DAY_TTL);
+    dlv_str(&a, job->count_failed ? "1" : "0");
     return dlv_send(w, &a, dlv_on_single, job);
 }
 

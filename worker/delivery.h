@@ -19,6 +19,12 @@ enum dlv_move { DLV_NONE = 0, DLV_ACK, DLV_RETRY, DLV_DEAD, DLV_REQUEUE };
 /* The outcome of a handler (or a timeout). msg may be NULL for JOB_OK. */
 void dlv_finish(struct worker *w, struct job *job, enum job_result r, const char *msg);
 
+/* job_retry_in(): due in delay_ms. spend_attempt = 1 is a JOB_RETRY at that time
+ * (dead once attempts run out); 0 defers the job: back to P:retry with its attempt
+ * count unchanged, not counted as failed, counted as "deferred" per type. */
+void dlv_finish_in(struct worker *w, struct job *job, int64_t delay_ms, int spend_attempt,
+                   const char *msg);
+
 /* Dead without running: bytes that are no envelope (malformed=1 keeps the raw
  * bytes in the record) or a valid envelope nobody can run (unknown type). */
 void dlv_reject(struct worker *w, struct job *job, const char *reason, int malformed);

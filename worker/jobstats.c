@@ -19,7 +19,7 @@
 
 #define JS_MAGIC 0x4a535431u /* "JST1" */
 
-const char *const js_outcome_names[JS_NOUTCOMES] = {"ok", "retried", "dead"};
+const char *const js_outcome_names[JS_NOUTCOMES] = {"ok", "retried", "dead", "deferred"};
 const double js_bounds[JS_NBUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                            1,     2.5,  5,     10,   30,  60};
 

@@ -33,6 +33,7 @@ enum js_outcome {
     JS_OK,       /* succeeded */
     JS_RETRIED,  /* transient failure, goes to retry */
     JS_DEAD,     /* ran and went to the dead-letter list */
+    JS_DEFERRED, /* waits in retry without spending an attempt (job_retry_in) */
     JS_NOUTCOMES
 };
 

@@ -13,6 +13,7 @@
 #include "master.h"
 #include "redisurl.h"
 #include "registry.h"
+#include "tmpl.h"
 
 static void usage(FILE *out)
 {
@@ -88,6 +89,13 @@ int main(int argc, char **argv)
         return 1;
     }
     reg_free();
+    /* The templates are part of the config: a bad one is refused the same way. */
+    if (tmpl_check(cfg->email_templates, err, sizeof(err)) != 0) {
+        fprintf(stderr, "steller-worker: email template: %s\n", err);
+        cfg_free(cfg);
+        free(cfg);
+        return 1;
+    }
     if (check) {
         cfg_print(cfg, stdout);
         cfg_free(cfg);

@@ -1,8 +1,11 @@
 /*
  * master.c - supervision: one master, `workers` worker processes.
  *
- * The master holds no Redis connection and runs no job; it only forks, waits
- * and signals, so it has little that can fail. Each worker gets a wid
+ * The master runs no job; it forks, waits and signals, so it has little that
+ * can fail. Its Redis connections serve the HTTP endpoint (metrics.c) and the
+ * cron scheduler (scheduler.c), which enqueues the `schedule` entries' jobs at
+ * their slots; SIGHUP hands the scheduler the reloaded entries, and it stops
+ * when shutdown starts, so that draining workers see no new scheduled job. Each worker gets a wid
  * (host:pid:random) before it starts; when a worker dies, the master starts a
  * replacement at once (after repeated quick deaths, after at most a second)
  * and hands it the dead worker's wid, so that its jobs are reclaimed at once
@@ -13,11 +16,11 @@
  *
  * SIGTERM/SIGINT: relayed to the workers, which drain and exit; the master
  * exits 0 when all are gone. A second signal is relayed too: workers requeue
- * at once. SIGHUP: the config is loaded again; if it is valid, a new set of
- * workers starts with it and the old ones drain and exit, so a reload loses
- * no job. Workers sit in their own process group, so a terminal's Ctrl-C
- * reaches them once, through the master, and they die with the master
- * (PR_SET_PDEATHSIG) if it is killed.
+ * at once. SIGHUP: the config and the email templates are loaded again; if
+ * both are valid, a new set of workers starts with them and the old ones
+ * drain and exit, so a reload loses no job. Workers sit in their own process
+ * group, so a terminal's Ctrl-C reaches them once, through the master, and
+ * they die with the master (PR_SET_PDEATHSIG) if it is killed.
  *
  * systemd (Type=notify): the master holds a pipe whose write end every worker
  * inherits; a worker writes one byte once Redis first answers it, and the
@@ -47,6 +50,8 @@
 #include "jobstats.h"
 #include "log.h"
 #include "metrics.h"
+#include "scheduler.h"
+#include "tmpl.h"
 #include "worker.h"
 
 #define MASTER_MAX_PROCS 1024
@@ -83,6 +88,7 @@ struct master {
     struct js_table types;
     int exit_code;            /* EX_CONFIG once a worker refused the Redis it found */
     struct metrics *metrics;  /* the HTTP endpoint, NULL when it could not listen */
+    struct sched *sched;      /* the cron scheduler; NULL once stopping, or if it could not start */
 };
 
 static void master_spawn(struct master *m, struct slot *s);
@@ -97,6 +103,7 @@ static void master_child_setup(struct master *m)
     close(m->notify_rd); /* the watcher stays: this process never runs the master's loop */
     close(m->stats_rd);
     metrics_after_fork(m->metrics);
+    sched_after_fork(m->sched);
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != m->pid)
@@ -270,6 +277,8 @@ static void master_stop(struct master *m)
     m->stopping++;
     if (m->stopping == 1) {
         sd_notify(0, "STOPPING=1\nSTATUS=Stopping: draining workers");
+        sched_free(m->sched);
+        m->sched = NULL;
         LOG(LOG_INFO, "stopping workers", "live=%d", master_live(m));
         for (int i = 0; i < m->nslots; i++)
             ev_timer_stop(m->loop, &m->slots[i].restart);
@@ -306,7 +315,10 @@ static void master_reload(struct master *m)
     int level;
     if (!next)
         return;
-    if (cfg_load(next, m->cfg->path, err, sizeof(err)) != 0) {
+    /* Templates are checked with the config, so that a bad one is refused here
+     * rather than met by every new worker. */
+    if (cfg_load(next, m->cfg->path, err, sizeof(err)) != 0 ||
+        tmpl_check(next->email_templates, err, sizeof(err)) != 0) {
         LOG(LOG_ERROR, "reload refused; keeping the running config", "error=%s",
             log_q(q, sizeof(q), err, strlen(err)));
         cfg_free(next);
@@ -318,6 +330,10 @@ static void master_reload(struct master *m)
     cfg_free(m->cfg);
     free(m->cfg);
     m->cfg = next;
+    if (!m->sched)
+        m->sched = sched_new(m->loop, next, NULL, NULL);
+    else if (sched_reload(m->sched, next) != 0)
+        LOG(LOG_ERROR, "scheduler kept its old entries: out of memory", NULL);
     if ((level = log_level_parse(next->log_level)) >= 0)
         log_threshold = (enum log_level)level;
     master_start_slots(m);
@@ -442,6 +458,7 @@ int master_run(struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
     master_watch(&m);
     m.metrics = metrics_start(m.loop, cfg, master_view, &m);
+    m.sched = sched_new(m.loop, cfg, NULL, NULL);
     if (master_notify_pipe(&m) != 0 || master_stats_pipe(&m) != 0)
         return 1;
     LOG(LOG_INFO, "master started", "workers=%d concurrency=%d version=%s", cfg->workers,
@@ -454,6 +471,7 @@ int master_run(struct config *cfg)
         rc = m.exit_code;
     LOG(LOG_INFO, "master stopped", "exit=%d", rc);
     metrics_free(m.metrics);
+    sched_free(m.sched);
     ev_io_stop(m.loop, &m.notify);
     close(m.notify_rd);
     close(m.notify_wr);

@@ -532,7 +532,7 @@ static void metrics_types(struct sbuf *b, const struct metrics_view *v)
     struct js_entry t[JS_MAX_TYPES];
     int n = v->types ? js_table_sum(v->types, t, JS_MAX_TYPES) : 0;
     metric_head(b, "steller_job_runs_total", "counter",
-                "Job runs per type by outcome: ok, retried, dead.");
+                "Job runs per type by outcome: ok, retried, dead, deferred.");
     for (int i = 0; i < n; i++) {
         for (int o = 0; o < JS_NOUTCOMES; o++) {
             sb_printf(b, "steller_job_runs_total{type=\"");

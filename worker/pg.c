@@ -10,6 +10,14 @@
  * Connect has its own deadline (libpq enforces connect_timeout only in its
  * blocking calls). A request never has one here: the caller bounds it, and a
  * statement_timeout on the server bounds what a lost client leaves running.
+ *
+ * pg_submit() requests that find no idle connection wait in a FIFO list on the
+ * pool. A connection that turns idle serves that list before telling the idle
+ * callback, so pg_run() users only get the connections the queue leaves free.
+ * The list is failed with PG_LOST from a zero-delay timer, never inside
+ * pg_submit() or a pool callback the caller did not expect: when a request
+ * arrives while the pool is known down, and when the last open connection is
+ * lost while requests wait.
  */
 #include "pg.h"
 
@@ -40,6 +48,16 @@ struct pg_conn {
     PGresult *keep; /* the last result, or the first error */
 };
 
+/* A pg_submit() request waiting for a connection. */
+struct pg_req {
+    const char *sql;
+    int nparams;
+    const char *const *values;
+    pg_done_fn *fn;
+    void *ud;
+    struct pg_req *next;
+};
+
 struct pg_pool {
     struct ev_loop *loop;
     char *conninfo;
@@ -51,10 +69,14 @@ struct pg_pool {
     char options[128]; /* libpq "options": settings every session starts with */
     double request_deadline; /* seconds: statement_timeout plus a margin */
     int closing;
+    struct pg_req *queue, *queue_tail; /* pg_submit() requests waiting, oldest first */
+    ev_timer fail;                     /* fails the queue from the loop when the pool is down */
 };
 
 static void pgc_connect(struct pg_conn *c);
 static void pgc_pump(struct pg_conn *c);
+static void pg_serve_queue(struct pg_pool *p);
+static void pg_arm_fail(struct pg_pool *p);
 
 static void pgc_watch(struct pg_conn *c, int events)
 {
@@ -75,6 +97,8 @@ static void pg_pool_state(struct pg_pool *p, const char *why)
 {
     int up = pg_is_up(p);
     char q[300];
+    if (!up && p->queue)
+        pg_arm_fail(p); /* requests wait for a connection that no longer exists */
     if (up == p->was_up)
         return;
     p->was_up = up;
@@ -134,7 +158,8 @@ static void pgc_become_idle(struct pg_conn *c)
     struct pg_pool *p = c->pool;
     c->state = PGC_IDLE;
     pgc_watch(c, EV_READ);
-    if (p->idle_fn)
+    pg_serve_queue(p);
+    if (c->state == PGC_IDLE && p->idle_fn)
         p->idle_fn(p->idle_ud);
 }
 
@@ -235,6 +260,8 @@ static void pgc_pump(struct pg_conn *c)
             c->state = PGC_IDLE;
             pgc_watch(c, EV_READ);
             pgc_finish_request(c, PG_OK, NULL);
+            if (c->state == PGC_IDLE)
+                pg_serve_queue(c->pool);
             if (c->state == PGC_IDLE && c->pool->idle_fn)
                 c->pool->idle_fn(c->pool->idle_ud);
             return;
@@ -313,6 +340,39 @@ static void pgc_connect(struct pg_conn *c)
     pgc_watch(c, EV_WRITE);
 }
 
+/* Ends every waiting request with PG_LOST. The list is detached first: a
+ * callback that submits again lands in a fresh list, failed on a later turn. */
+static void pg_fail_queue(struct pg_pool *p, const char *why)
+{
+    struct pg_req *r = p->queue;
+    p->queue = p->queue_tail = NULL;
+    while (r) {
+        struct pg_req *next = r->next;
+        r->fn(r->ud, PG_LOST, NULL, "", why);
+        free(r);
+        r = next;
+    }
+}
+
+static void pg_on_fail(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pg_pool *p = t->data;
+    (void)loop;
+    (void)revents;
+    /* A connection came back meanwhile: it serves the queue when it turns idle. */
+    if (pg_is_up(p))
+        return;
+    pg_fail_queue(p, "no connection to PostgreSQL");
+}
+
+static void pg_arm_fail(struct pg_pool *p)
+{
+    if (!p->closing && !ev_is_active(&p->fail)) {
+        ev_timer_set(&p->fail, 0, 0);
+        ev_timer_start(p->loop, &p->fail);
+    }
+}
+
 struct pg_pool *pg_new(struct ev_loop *loop, const char *conninfo, int size,
                        int statement_timeout_ms)
 {
@@ -329,6 +389,8 @@ struct pg_pool *pg_new(struct ev_loop *loop, const char *conninfo, int size,
              "-c client_min_messages=warning -c statement_timeout=%d", statement_timeout_ms);
     p->request_deadline = statement_timeout_ms / 1000.0 + 10.0;
     p->was_up = -1; /* neither: the first state, up or down, is logged */
+    ev_init(&p->fail, pg_on_fail);
+    p->fail.data = p;
     for (int i = 0; i < size; i++) {
         struct pg_conn *c = &p->conns[i];
         c->pool = p;
@@ -357,6 +419,9 @@ void pg_free(struct pg_pool *p)
         c->state = PGC_DOWN;
         pgc_finish_request(c, PG_LOST, "shutting down");
     }
+    ev_timer_stop(p->loop, &p->fail);
+    while (p->queue) /* a callback above, or one of these, may have submitted again */
+        pg_fail_queue(p, "shutting down");
     free(p->conns);
     free(p->conninfo);
     free(p);
@@ -434,6 +499,60 @@ int pg_run_params(struct pg_pool *p, const char *sql, int nparams, const char *c
     if (!c)
         return -1;
     return pg_sent(c, PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0));
+}
+
+static void pg_enqueue(struct pg_pool *p, struct pg_req *r)
+{
+    if (p->queue_tail)
+        p->queue_tail->next = r;
+    else
+        p->queue = r;
+    p->queue_tail = r;
+}
+
+/* Sends at once on an idle connection; 0 when sent, -1 when none is idle. */
+static int pg_send_now(struct pg_pool *p, const char *sql, int nparams,
+                       const char *const *values, pg_done_fn *fn, void *ud)
+{
+    struct pg_conn *c;
+    while ((c = pg_take(p, NULL, 0, fn, ud)))
+        if (pg_sent(c, PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0)) == 0)
+            return 0;
+    return -1;
+}
+
+/* Sends waiting requests while connections are idle, oldest first. */
+static void pg_serve_queue(struct pg_pool *p)
+{
+    struct pg_req *r;
+    while ((r = p->queue) && pg_send_now(p, r->sql, r->nparams, r->values, r->fn, r->ud) == 0) {
+        p->queue = r->next;
+        if (!p->queue)
+            p->queue_tail = NULL;
+        free(r);
+    }
+}
+
+void pg_submit(struct pg_pool *p, const char *sql, int nparams, const char *const *values,
+               pg_done_fn *fn, void *ud)
+{
+    struct pg_req *r;
+    /* An idle connection with nobody waiting: no queue entry, no allocation. */
+    if (!p->queue && pg_send_now(p, sql, nparams, values, fn, ud) == 0)
+        return;
+    if (!(r = malloc(sizeof(*r)))) {
+        LOG(LOG_ERROR, "out of memory queueing a postgresql request", NULL);
+        fn(ud, PG_LOST, NULL, "", "out of memory"); /* the one synchronous answer: pg.h */
+        return;
+    }
+    *r = (struct pg_req){sql, nparams, values, fn, ud, NULL};
+    pg_enqueue(p, r);
+    if (p->closing)
+        return; /* pg_free() is running: it fails the queue before it returns */
+    /* Nothing open, and the pool is not still making its first connections:
+     * the caller learns at once rather than waiting out a reconnect. */
+    if (!pg_is_up(p) && p->was_up != -1)
+        pg_arm_fail(p);
 }
 
 void pg_on_idle(struct pg_pool *p, void (*fn)(void *ud), void *ud)

@@ -67,7 +67,18 @@ int pg_run_params(struct pg_pool *p, const char *sql, int nparams, const char *c
  * connection is open at all, fn gets PG_LOST on the next loop iteration, so a
  * handler retries with backoff instead of waiting for a database that is down.
  * Never fails synchronously. To abandon a request (job cancelled), let fn find
- * out through its ud that nobody waits any more: it still runs exactly once. */
+ * out through its ud that nobody waits any more: it still runs exactly once.
+ *
+ * Details: requests that wait when the last open connection is lost end with
+ * PG_LOST (from the loop, not inside the callback that saw the loss); so do
+ * those still waiting at pg_free(), inside it. While the pool is still making
+ * its first connections after pg_new() (up or down not yet known, at most the
+ * 10 s connect deadline), requests wait instead of failing, so that jobs fetched
+ * at start-up do not all go to retry. A waiting request has no deadline of its
+ * own: the caller's timeout bounds it. sql and values must stay valid until fn
+ * runs; p must not be NULL. The one exception to "never synchronously": if the
+ * queue entry cannot be allocated, fn gets PG_LOST ("out of memory") before
+ * pg_submit() returns. */
 void pg_submit(struct pg_pool *p, const char *sql, int nparams, const char *const *values,
                pg_done_fn *fn, void *ud);
 

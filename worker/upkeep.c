@@ -2,7 +2,7 @@
  * upkeep.c - heartbeat, promoter, reaper and orphan recovery for one worker.
  *
  * Heartbeat: every heartbeat_interval, HSET P:worker:<wid> (host, pid,
- * started_at, queues, concurrency, busy), PEXPIRE it to heartbeat_ttl and SADD
+ * started_at, queues, concurrency, busy, beat, pg, mail), PEXPIRE it to heartbeat_ttl and SADD
  * the wid to P:workers. The TTL is the liveness signal: a worker whose hash
  * expired is dead to everyone else.
  *
@@ -32,6 +32,7 @@
 
 #include "delivery.h"
 #include "log.h"
+#include "mail.h"
 #include "pg.h"
 #include "rcheck.h"
 #include "registry.h"
@@ -300,6 +301,20 @@ static void upkeep_on_reaper(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* ---- heartbeat ---- */
 
+/* "transport:breaker" (e.g. "sendgrid:closed"); "off" without an email type,
+ * "error" when the transport could not be set up. */
+static void upkeep_mail_state(const struct worker *w, char *buf, size_t size)
+{
+    const struct job_type *t;
+    int want = 0;
+    for (size_t i = 0; (t = reg_at(i)); i++)
+        want |= strncmp(t->name, "email.", 6) == 0;
+    if (w->mail)
+        snprintf(buf, size, "%s:%s", mail_transport(w->mail), mail_breaker_state(w->mail));
+    else
+        snprintf(buf, size, "%s", want ? "error" : "off");
+}
+
 static void upkeep_beat(struct upkeep *u)
 {
     struct worker *w = u->w;
@@ -316,12 +331,14 @@ static void upkeep_beat(struct upkeep *u)
     snprintf(beat, sizeof(beat), "%lld", (long long)worker_now_ms(w));
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(w->cfg->heartbeat_ttl * 1000));
     const char *pg = !w->pg ? "off" : pg_is_up(w->pg) ? "up" : "down";
-    const char *hset[18] = {"HSET", w->k.worker, "host", w->host, "pid", pid, "started_at",
+    char mail[48];
+    upkeep_mail_state(w, mail, sizeof(mail));
+    const char *hset[20] = {"HSET", w->k.worker, "host", w->host, "pid", pid, "started_at",
                             started, "queues", queues, "concurrency", conc, "busy", busy,
-                            "beat", beat, "pg", pg};
+                            "beat", beat, "pg", pg, "mail", mail};
     const char *pexp[3] = {"PEXPIRE", w->k.worker, ttl};
     const char *sadd[3] = {"SADD", w->k.workers, w->wid};
-    if (rc_cmd(w->cmd, NULL, NULL, 18, hset, NULL) != 0)
+    if (rc_cmd(w->cmd, NULL, NULL, 20, hset, NULL) != 0)
         return;
     rc_cmd(w->cmd, NULL, NULL, 3, pexp, NULL);
     rc_cmd(w->cmd, NULL, NULL, 3, sadd, NULL);

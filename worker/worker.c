@@ -20,7 +20,9 @@
 #include "delivery.h"
 #include "pg.h"
 #include "log.h"
+#include "mail.h"
 #include "registry.h"
+#include "tmpl.h"
 #include "upkeep.h"
 
 int64_t worker_now_ms(const struct worker *w)
@@ -41,6 +43,82 @@ int64_t job_now_ms(struct job *job)
 struct pg_pool *job_pg(struct job *job)
 {
     return job->w->pg;
+}
+
+struct mail *job_mail(struct job *job)
+{
+    return job->w->mail;
+}
+
+const struct tmpl_set *job_templates(struct job *job)
+{
+    return job->w->tmpl;
+}
+
+const char *job_prefix(struct job *job)
+{
+    return job->w->cfg->redis_prefix;
+}
+
+/* One job_push() in flight: whom to tell. */
+struct worker_push {
+    struct worker *w;
+    void (*fn)(void *ud, int rc);
+    void *ud;
+};
+
+static void worker_on_pushed(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct worker_push *p = privdata;
+    const redisReply *r = reply;
+    (void)ac;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        char q[300];
+        LOG(LOG_WARN, "redis refused a push", "error=%s", log_q(q, sizeof(q), r->str, r->len));
+    }
+    /* A NULL reply outside ev_run() comes from rc_free() in worker_cleanup(): the
+     * process is ending and job.h promises the handler no callback then. */
+    if (r || ev_depth(p->w->loop) > 0)
+        p->fn(p->ud, r && r->type == REDIS_REPLY_INTEGER ? 0 : -1);
+    free(p);
+}
+
+int job_push(struct job *job, const char *queue, const char *const *envs, const size_t *lens,
+             int n, void (*fn)(void *ud, int rc), void *ud)
+{
+    struct worker *w = job->w;
+    struct worker_push *p = NULL;
+    const char **argv = NULL;
+    size_t *argvlen = NULL;
+    char key[WORKER_KEY_MAX];
+    int rc = -1;
+
+    if (n < 1 || !w->cmd || !rc_is_up(w->cmd))
+        return -1;
+    snprintf(key, sizeof(key), "%s%s", w->k.queue_prefix, queue);
+    p = malloc(sizeof(*p));
+    argv = malloc(sizeof(*argv) * ((size_t)n + 2));
+    argvlen = malloc(sizeof(*argvlen) * ((size_t)n + 2));
+    if (!p || !argv || !argvlen)
+        goto out;
+    argv[0] = "LPUSH";
+    argvlen[0] = 5;
+    argv[1] = key;
+    argvlen[1] = strlen(key);
+    for (int i = 0; i < n; i++) {
+        argv[i + 2] = envs[i];
+        argvlen[i + 2] = lens[i];
+    }
+    *p = (struct worker_push){w, fn, ud};
+    /* hiredis formats the command into its output buffer here: the bytes are copied. */
+    rc = rc_cmd(w->cmd, worker_on_pushed, p, n + 2, argv, argvlen);
+    if (rc == 0)
+        p = NULL;
+out:
+    free(p);
+    free(argv);
+    free(argvlen);
+    return rc;
 }
 
 int job_worker_full(struct job *job)
@@ -101,6 +179,14 @@ void job_done(struct job *job, enum job_result r, const char *msg)
         return;
     worker_end_run(job);
     dlv_finish(job->w, job, r, msg);
+}
+
+void job_retry_in(struct job *job, int64_t delay_ms, int spend_attempt, const char *msg)
+{
+    if (job->done)
+        return;
+    worker_end_run(job);
+    dlv_finish_in(job->w, job, delay_ms, spend_attempt, msg);
 }
 
 static void worker_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -343,6 +429,18 @@ static void worker_watchers(struct worker *w)
     worker_unblock_signals(); /* the master blocked them across fork(); see master.c */
 }
 
+/* The master checked the templates just before forking us; they fail to load
+ * here only if the files changed in between. The worker still runs its other
+ * job types; email handlers find job_templates() NULL until a reload brings
+ * workers with good templates. */
+static void worker_tmpl_load(struct worker *w)
+{
+    char err[512], q[600];
+    if (!(w->tmpl = tmpl_load(w->cfg->email_templates, err, sizeof(err))))
+        LOG(LOG_ERROR, "email templates not loaded; email jobs cannot render", "error=%s",
+            log_q(q, sizeof(q), err, strlen(err)));
+}
+
 static int worker_init(struct worker *w, const struct config *cfg, const char *wid)
 {
     char err[256];
@@ -364,7 +462,26 @@ static int worker_init(struct worker *w, const struct config *cfg, const char *w
     }
     worker_keys(w);
     worker_watchers(w);
+    worker_tmpl_load(w);
     return 0;
+}
+
+/* The email transport, when an email type is registered. A failure does not stop
+ * the worker: its other job types run, and email jobs fail as transient (retried
+ * with backoff, the reason in the log) until a restart or reload sets it up. */
+static void worker_mail_start(struct worker *w)
+{
+    const struct job_type *t;
+    char err[256], q[300];
+    int want = 0;
+    for (size_t i = 0; (t = reg_at(i)); i++)
+        want |= strncmp(t->name, "email.", 6) == 0;
+    if (!want)
+        return;
+    w->mail = mail_new(w->loop, w->cfg, err, sizeof(err));
+    if (!w->mail)
+        LOG(LOG_ERROR, "email transport not available; email jobs will be retried",
+            "error=%s", log_q(q, sizeof(q), err, strlen(err)));
 }
 
 static void worker_cleanup(struct worker *w)
@@ -374,9 +491,13 @@ static void worker_cleanup(struct worker *w)
     w->cmd = w->blk = NULL;
     pg_free(w->pg); /* requests still out end with PG_LOST; their jobs are cancelled */
     w->pg = NULL;
+    mail_free(w->mail); /* after pg: a PG_LOST callback of a cancelled job sends nothing */
+    w->mail = NULL;
     upkeep_free(w);
     while (w->jobs)
         worker_release_job(w, w->jobs);
+    tmpl_free(w->tmpl); /* after the jobs: none renders any more */
+    w->tmpl = NULL;
     reg_free();
     if (w->loop)
         ev_loop_destroy(w->loop);
@@ -401,6 +522,7 @@ int worker_main(const struct config *cfg, const char *wid, const char *pred_wid,
     if (cfg->database_url[0])
         w.pg = pg_new(w.loop, cfg->database_url, cfg->database_pool_size,
                       (int)(cfg->database_statement_timeout * 1000));
+    worker_mail_start(&w);
     w.cmd = rc_new(w.loop, &w.url, "cmd", worker_on_cmd_state, &w);
     w.blk = rc_new(w.loop, &w.url, "block", worker_on_blk_state, &w);
     LOG(LOG_INFO, "worker started", "wid=%s concurrency=%d", w.wid, cfg->concurrency);

@@ -47,6 +47,7 @@ struct worker_keys {
 };
 
 struct upkeep; /* upkeep.c */
+struct tmpl_set; /* tmpl.h */
 
 struct worker {
     struct ev_loop *loop;
@@ -59,6 +60,10 @@ struct worker {
 
     struct rconn *cmd, *blk;
     struct pg_pool *pg;     /* NULL when database.url is empty */
+    struct mail *mail;      /* the email transport; NULL when no email.* type is
+                               registered or it could not be set up (logged) */
+    struct tmpl_set *tmpl;  /* the email templates (tmpl.h), loaded at start; NULL when
+                               loading failed (logged) */
     int registered;         /* first heartbeat sent since start */
     int redis_ok;           /* rcheck.c passed the Redis behind cmd since it last came up */
 

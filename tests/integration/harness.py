@@ -546,6 +546,11 @@ def default_config(rs):
         "http": {"listen": "127.0.0.1:%d" % free_port()},
         "engine": {"heartbeat_interval": 0.5, "heartbeat_ttl": 2.0,
                    "promote_interval": 0.1, "reaper_interval": 0.5},
+        # The repo's templates: the installed ones need not exist in a build tree.
+        "email": {"templates": os.path.join(SOURCE_DIR, "conf/templates")},
+        # No scheduled jobs: the built-in 09:00 sweep entry would push a job into
+        # any test that runs across 09:00 UTC. test_schedule.py sets its own.
+        "schedule": (),
     }
 
 

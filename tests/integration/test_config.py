@@ -38,6 +38,7 @@ def _good_config():
         "poison_limit": 3,
         "log_level": "info",
         "redis": {"url": "redis://:%s@127.0.0.1:1/0" % SECRET, "prefix": "steller"},
+        "email": {"templates": os.path.join(SOURCE_DIR, "conf/templates")},
         "engine": {"heartbeat_interval": 0.5, "heartbeat_ttl": 2.0,
                    "promote_interval": 0.1, "reaper_interval": 0.5},
         "types": [{"name": "sys.fail", "max_attempts": 3, "backoff_base": 0.2,

@@ -106,7 +106,7 @@ def test_runs_by_type_and_outcome_with_histograms_and_promtool():
         status, body = get(w, "/stats.json")
         assert status == 200, body
         types = json.loads(body)["types"]
-        assert types["sys.noop"]["runs"] == {"ok": 5, "retried": 0, "dead": 0}, types
+        assert types["sys.noop"]["runs"] == {"ok": 5, "retried": 0, "dead": 0, "deferred": 0}, types
         assert types["sys.fail"]["runs"]["dead"] == 2, types
         d = types["sys.sleep"]["duration_seconds"]
         assert d["count"] == 3 and d["buckets"]["0.25"] == 3 and d["buckets"]["0.1"] == 0, d

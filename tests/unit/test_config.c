@@ -160,7 +160,7 @@ static void test_schedule_list(void **state)
     assert_null(c.schedule[0].queue);
     cfg_free(&c);
     load_fails("schedule = (\n { name = \"a\"; cron = \"0 25 * * *\"; type = \"t\"; }\n);\n",
-               "%s:2: key 'schedule[0].cron': hour: 25-25 is out of range 0-23");
+               "%s:2: key 'schedule[0].cron': field 2 (hour): 25 is out of range 0-23");
     load_fails("schedule = (\n { name = \"a\"; type = \"t\"; }\n);\n",
                "%s:2: key 'schedule[0]': cron is required");
 }
