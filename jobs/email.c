@@ -568,6 +568,10 @@ static int em_render(struct em_ctx *ctx)
     rc = tmpl_render(t, em_kinds[ctx->kind].tmpl, vars, n, &ctx->msg, err, sizeof(err));
     free(token);
     free(url);
+    if (rc == TMPL_EBADVALUE) { /* a value would put CR/LF into the subject: bad input */
+        em_endf(ctx, JOB_DEAD, "refused: %s", err);
+        return -1;
+    }
     if (rc != 0) {
         /* templates are checked at load; this is a bug or out of memory: keep the job */
         em_endf(ctx, JOB_RETRY, "rendering the email failed: %s", err);

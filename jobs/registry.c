@@ -30,7 +30,7 @@ static const struct job_type *const reg_builtin[] = {
 static struct job_type reg_table[REG_NBUILTIN];
 static size_t reg_count;
 
-static const struct job_type *reg_builtin_find(const char *name)
+const struct job_type *reg_builtin_find(const char *name)
 {
     for (size_t i = 0; i < REG_NBUILTIN; i++)
         if (strcmp(reg_builtin[i]->name, name) == 0)

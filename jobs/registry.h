@@ -21,6 +21,10 @@ void reg_free(void);
 /* The type named by the len bytes at name, or NULL. */
 const struct job_type *reg_find(const char *name, size_t len);
 
+/* The built-in definition named name, whether or not reg_init() ran (the master
+ * never runs one, yet checks the schedule's types), or NULL. */
+const struct job_type *reg_builtin_find(const char *name);
+
 /* Iterates: returns the i-th registered type or NULL past the end. */
 const struct job_type *reg_at(size_t i);
 

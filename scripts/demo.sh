@@ -86,7 +86,7 @@ r = redis.Redis(port=int(sys.argv[1]))
 now = int(time.time() * 1000)
 p = r.pipeline(transaction=False)
 for i in range(5000):
-    args = {"request_id": str(uuid.uuid4()), "partner_id": i % 40 + 1, "method": "GET",
+    args = {"request_id": str(uuid.uuid4()), "partner_id": i % 40 + 1001, "method": "GET",
             "path": "/api/v1/wallet/me", "status": 200, "duration_ms": i % 90,
             "ip": "203.0.113.%d" % (i % 250) if i != 4999 else "not-an-ip",
             "user_agent": "demo/1.0", "request_bytes": 120, "response_bytes": 840,
@@ -96,8 +96,24 @@ for i in range(5000):
     p.lpush("steller:queue:request_log", msgpack.packb(env))
 p.execute()
 PY
+# Five partners who signed up 4 days ago and never activated: each gets a welcome
+# email (the log transport prints it), a sandbox wallet credit, and the sweep finds
+# them due for the day-3 nudge.
+psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres steller -c "
+    INSERT INTO \"Partners\" (\"BusinessName\", \"RegistrationNumber\", \"Logo\", \"Address\",
+        \"Phone\", \"Email\", \"RevenueSharePercentage\", \"IsActive\", \"CreatedAt\", \"UpdatedAt\")
+    SELECT 'Demo Partner ' || g, 'RN-' || g, '', '1 Main St', '+100',
+           'partner' || g || '@example.test', 0, true, now() - interval '4 days', now()
+    FROM generate_series(1, 5) g"
+for id in $(psql -qtA -h 127.0.0.1 -p "$PGPORT" -U postgres steller -c \
+        "SELECT \"Id\" FROM \"Partners\" WHERE \"Email\" LIKE '%@example.test'"); do
+    ctl enqueue email.welcome --args "{\"partner_id\": $id}" >/dev/null
+    ctl enqueue wallet.seed_sandbox --args "{\"partner_id\": $id, \"amount\": \"2500.00\"}" >/dev/null
+done
+ctl sweep
 echo "(20000 no-ops, 200 sleeps, 3 jobs failing then dead, 1 permanent failure,"
-echo " 5 jobs scheduled 5 s ahead, 1 malformed envelope, 5000 request logs with 1 bad one)"
+echo " 5 jobs scheduled 5 s ahead, 1 malformed envelope, 5000 request logs with 1 bad one,"
+echo " 5 welcome emails, 5 sandbox wallet credits, 1 re-engagement sweep)"
 
 for _ in $(seq 1 $((DURATION / 5))); do
     sleep 5
@@ -111,5 +127,12 @@ echo
 echo "== request logs written to PostgreSQL"
 psql -h 127.0.0.1 -p "$PGPORT" -U postgres steller -c \
     'SELECT count(*) AS rows, count(DISTINCT "PartnerId") AS partners FROM "ApiRequestLogs"'
+echo
+echo "== emails and sandbox wallets"
+psql -h 127.0.0.1 -p "$PGPORT" -U postgres steller -c \
+    'SELECT "Kind", "Status", "Transport", count(*) FROM "EmailDeliveries" GROUP BY 1, 2, 3'
+psql -h 127.0.0.1 -p "$PGPORT" -U postgres steller -c \
+    'SELECT w."PartnerId", w."AvailableBalance", h."ReferenceId" FROM "Wallets" w
+     JOIN "WalletHistories" h ON h."WalletId" = w."Id" ORDER BY 1'
 echo
 echo "demo over: stopping the worker, redis-server and PostgreSQL"

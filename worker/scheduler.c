@@ -131,8 +131,8 @@ static void sched_entry_check(struct sched_entry *e, const char *json, long max_
         e->disabled = 1;
         LOG(LOG_ERROR, "schedule entry disabled: its job cannot be built", "schedule=%s error=%s",
             e->name, log_q(q, sizeof q, err, strlen(err)));
-    } else if (!reg_find(e->type, strlen(e->type))) {
-        LOG(LOG_WARN, "schedule entry names a type this worker does not run", "schedule=%s type=%s",
+    } else if (!reg_builtin_find(e->type)) {
+        LOG(LOG_WARN, "schedule entry names a type this daemon does not know", "schedule=%s type=%s",
             e->name, e->type);
     }
     free(env);
