@@ -836,6 +836,10 @@ static void smtp_classify(struct mail_req *r, CURLcode rc)
     }
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
     r->out.result = code >= 500 && code < 600 ? MAIL_PERMANENT : MAIL_TRANSIENT;
+    /* A refused login (530/534/535/538) is our configuration, not this email: transient,
+     * so the breaker opens and the jobs wait for the fix instead of all going dead. */
+    if (rc == CURLE_LOGIN_DENIED || code == 530 || code == 534 || code == 535 || code == 538)
+        r->out.result = MAIL_TRANSIENT;
     if (code >= 400 && code < 600)
         req_set_error(r, "smtp: %s", r->reply);
     else

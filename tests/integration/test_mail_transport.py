@@ -145,9 +145,12 @@ def test_smtp_auth_uses_the_password_and_never_prints_it():
                          log_level="debug")
         assert out[0]["result"] == "sent", (out, err)
         assert ("mailer", SMTP_PASSWORD) in smtp.auth_attempts, smtp.auth_attempts
+        # A wrong password is the daemon's configuration, not the email's fault:
+        # transient (the breaker then holds the jobs), never dead-lettering them all.
         out, err = probe(smtp_email(smtp, user="mailer", password=SMTP_PASSWORD + "x"),
                          log_level="debug")
-        assert out[0]["result"] == "permanent" and "535" in out[0]["error"], out
+        assert out[0]["result"] == "transient" and "535" in out[0]["error"], out
+        assert SMTP_PASSWORD not in out[0]["error"] and SMTP_PASSWORD not in err
 
 
 def test_smtp_connection_refused_is_transient():
