@@ -9,7 +9,9 @@
  *   reengagement  partner_id, stage (days)      'reengagement:<pid>:d<stage>'
  *
  * A job goes through four steps, each a callback on the worker's loop:
- *   1. load the partner ("Email", "BusinessName", "IsActive" from "Partners");
+ *   1. load the partner ("Email", "BusinessName", "IsActive", "OnboardingState" from
+ *      "Partners"); a job that ends here (bad partner or address, or a nudge for a
+ *      partner who has activated) settles the sweep's unclaimed row as 'failed';
  *      unknown, inactive, a bad address or CR/LF in a header value is dead;
  *   2. render the templates (worker/tmpl.h);
  *   3. claim the "EmailDeliveries" row of the dedup key: one statement inserts
@@ -21,8 +23,8 @@
  * The lease ("ClaimedUntil" = now + lease) outlives this job: the engine cancels
  * a job at its timeout, so no job of ours holds a claim longer than
  * max(job timeout, email.timeout) + EM_LEASE_MARGIN_S. "Attempts" counts claims;
- * each claim's value is its token, so the updates after a send touch the row
- * only while the claim is still ours.
+ * each claim's value is its token, so the 'failed' and release updates touch the
+ * row only while the claim is still ours; 'sent' is recorded whoever holds it.
  *
  * What exactly-once rests on: the row says 'sent' before the job is
  * acknowledged. A job that runs again (a crash before the ack, the job enqueued
@@ -90,6 +92,7 @@ struct em_ctx {
     struct mail_outcome out;
     char *provider_id, *error;
     enum em_record record;
+    enum job_result drop_result; /* how a job ending before its claim ends */
     ev_timer retry; /* the 'sent' update, tried again */
     int64_t record_deadline_ms;
     int record_tries;
@@ -259,6 +262,52 @@ static void em_submit(struct em_ctx *ctx, const char *sql, int n, pg_done_fn *fn
 {
     ctx->pg_busy = 1;
     pg_submit(job_pg(ctx->job), sql, n, ctx->values, fn, ctx);
+}
+
+/* ---- ending before the claim ---- */
+
+/*
+ * A job that ends before it claims (bad partner or address, an activated partner)
+ * may still have a row: the one the re-engagement sweep made, 'pending' with no
+ * claim yet. Left so, the sweep would take it for an orphan and enqueue it again
+ * every day; marked 'failed' with the reason, it is settled. Ends the job with r
+ * and msg whatever PostgreSQL answers.
+ */
+static const char em_drop_sql[] =
+    "UPDATE \"EmailDeliveries\" SET \"Status\" = 'failed', \"LastError\" = $2 "
+    "WHERE \"DedupKey\" = $1 AND \"Status\" = 'pending' AND \"Attempts\" = 0 "
+    "AND \"ClaimedUntil\" IS NULL";
+
+static void em_on_drop(void *ud, enum pg_outcome outcome, const PGresult *res,
+                       const char *sqlstate, const char *message)
+{
+    struct em_ctx *ctx = ud;
+    char msg[512];
+    (void)outcome, (void)res, (void)sqlstate, (void)message;
+    if (!em_pg_back(ctx))
+        return;
+    snprintf(msg, sizeof(msg), "%s", ctx->error); /* em_end frees ctx->error */
+    em_end(ctx, ctx->drop_result, msg);
+}
+
+static void em_dropf(struct em_ctx *ctx, enum job_result r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void em_dropf(struct em_ctx *ctx, enum job_result r, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    free(ctx->error);
+    if (!(ctx->error = strdup(msg))) {
+        em_end(ctx, r, "out of memory");
+        return;
+    }
+    ctx->drop_result = r;
+    ctx->values[0] = ctx->dedup;
+    ctx->values[1] = ctx->error;
+    em_submit(ctx, em_drop_sql, 2, em_on_drop);
 }
 
 /* ---- step 4: recording the outcome ---- */
@@ -569,7 +618,7 @@ static int em_render(struct em_ctx *ctx)
     free(token);
     free(url);
     if (rc == TMPL_EBADVALUE) { /* a value would put CR/LF into the subject: bad input */
-        em_endf(ctx, JOB_DEAD, "refused: %s", err);
+        em_dropf(ctx, JOB_DEAD, "refused: %s", err);
         return -1;
     }
     if (rc != 0) {
@@ -578,7 +627,7 @@ static int em_render(struct em_ctx *ctx)
         return -1;
     }
     if (em_has_crlf(ctx->msg.subject)) {
-        em_endf(ctx, JOB_DEAD, "partner %lld: the rendered subject holds CR or LF "
+        em_dropf(ctx, JOB_DEAD, "partner %lld: the rendered subject holds CR or LF "
                                "(header injection refused); nothing sent", ctx->partner_id);
         return -1;
     }
@@ -588,32 +637,39 @@ static int em_render(struct em_ctx *ctx)
 /* ---- step 1: the partner ---- */
 
 static const char em_partner_sql[] =
-    "SELECT \"Email\", \"BusinessName\", \"IsActive\" FROM \"Partners\" WHERE \"Id\" = $1::integer";
+    "SELECT \"Email\", \"BusinessName\", \"IsActive\", \"OnboardingState\" FROM \"Partners\" "
+    "WHERE \"Id\" = $1::integer";
 
 /* 0, or -1 having ended the job dead with the reason. */
 static int em_check_partner(struct em_ctx *ctx, const PGresult *res)
 {
     const char *why;
     if (PQntuples(res) == 0) {
-        em_endf(ctx, JOB_DEAD, "partner %lld does not exist; nothing sent", ctx->partner_id);
+        em_dropf(ctx, JOB_DEAD, "partner %lld does not exist; nothing sent", ctx->partner_id);
         return -1;
     }
     if (PQgetisnull(res, 0, 2) || strcmp(PQgetvalue(res, 0, 2), "t") != 0) {
-        em_endf(ctx, JOB_DEAD, "partner %lld is not active; nothing sent", ctx->partner_id);
+        em_dropf(ctx, JOB_DEAD, "partner %lld is not active; nothing sent", ctx->partner_id);
+        return -1;
+    }
+    if (ctx->kind == EM_REENGAGEMENT && !PQgetisnull(res, 0, 3) &&
+        strcmp(PQgetvalue(res, 0, 3), "activated") == 0) {
+        /* activated since the sweep chose it: the nudge has no point any more */
+        em_dropf(ctx, JOB_OK, "partner %lld has activated; nothing sent", ctx->partner_id);
         return -1;
     }
     if (em_has_crlf(ctx->addr)) {
-        em_endf(ctx, JOB_DEAD, "partner %lld: the email address holds CR or LF "
+        em_dropf(ctx, JOB_DEAD, "partner %lld: the email address holds CR or LF "
                                "(header injection refused); nothing sent", ctx->partner_id);
         return -1;
     }
     if ((why = em_addr_problem(ctx->addr))) {
-        em_endf(ctx, JOB_DEAD, "partner %lld: the email address is not valid (%s); nothing sent",
+        em_dropf(ctx, JOB_DEAD, "partner %lld: the email address is not valid (%s); nothing sent",
                 ctx->partner_id, why);
         return -1;
     }
     if (em_has_crlf(ctx->name)) {
-        em_endf(ctx, JOB_DEAD, "partner %lld: the business name holds CR or LF "
+        em_dropf(ctx, JOB_DEAD, "partner %lld: the business name holds CR or LF "
                                "(header injection refused); nothing sent", ctx->partner_id);
         return -1;
     }

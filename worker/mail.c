@@ -554,6 +554,29 @@ static void scrub(char *s, size_t size, const char *secret)
     s[o] = 0;
 }
 
+/*
+ * Overwrites with '*' every copy of secret in the len bytes at s, and a start of
+ * it (4 bytes or more) that ends them: a provider's text is cut at a fixed size
+ * before we see it, and the cut may fall inside an echoed key. Same length, so
+ * it works on raw buffers before they are parsed.
+ */
+static void mask_secret(char *s, size_t len, const char *secret)
+{
+    size_t n = secret ? strlen(secret) : 0;
+
+    if (n == 0)
+        return;
+    for (size_t i = 0; i + n <= len; i++)
+        if (memcmp(s + i, secret, n) == 0)
+            memset(s + i, '*', n);
+    for (size_t k = n - 1 < len ? n - 1 : len; k >= 4; k--) {
+        if (memcmp(s + len - k, secret, k) == 0) {
+            memset(s + len - k, '*', k);
+            break;
+        }
+    }
+}
+
 /* A provider's text as one printable line: controls become spaces, runs of
  * spaces one, at most max bytes, never half a UTF-8 character. */
 static void one_line(char *dst, size_t size, const char *s, size_t n, size_t max)
@@ -585,6 +608,8 @@ static void req_set_error(struct mail_req *r, const char *fmt, ...)
     va_end(ap);
     scrub(r->error, sizeof(r->error), r->m->api_key);
     scrub(r->error, sizeof(r->error), r->m->smtp_password);
+    mask_secret(r->error, strlen(r->error), r->m->api_key);
+    mask_secret(r->error, strlen(r->error), r->m->smtp_password);
     r->out.error = r->error;
 }
 
@@ -719,10 +744,12 @@ static size_t on_http_header(char *data, size_t size, size_t n, void *ud)
 /* SendGrid's {"errors":[{"message":...},...]}, or the body as it is. */
 static void sendgrid_snippet(struct mail_req *r, char *dst, size_t size)
 {
-    json_t *root = json_loadb(r->resp, r->resp_len, 0, NULL), *errs, *e;
+    json_t *root, *errs, *e;
     struct sbuf b = {0};
     size_t i;
 
+    mask_secret(r->resp, r->resp_len, r->m->api_key); /* before the text is cut again */
+    root = json_loadb(r->resp, r->resp_len, 0, NULL);
     errs = json_is_object(root) ? json_object_get(root, "errors") : NULL;
     json_array_foreach(errs, i, e) {
         const char *msg = json_string_value(json_object_get(e, "message"));

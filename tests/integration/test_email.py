@@ -376,6 +376,36 @@ def test_header_injection_and_bad_addresses_are_dead_and_nothing_is_sent():
             assert "spy@evil.test" not in w.log()
 
 
+def test_a_sweep_row_that_cannot_be_sent_is_settled_and_an_activated_partner_gets_no_nudge():
+    """The sweep writes a 'pending' row before it enqueues the nudge. A nudge that
+    ends before its claim (bad address) or has no point (the partner activated
+    since) must settle that row: left 'pending' and unclaimed, the sweep would
+    take it for an orphan and enqueue it again every day."""
+    with RedisServer() as rs, SendgridPeer() as sg:
+        pg = start_pg()
+        bad = add_partner(pg, "owner.acme.test")
+        done_ = add_partner(pg, "done@acme.test")
+        pg.query('UPDATE "Partners" SET "OnboardingState" = \'activated\' WHERE "Id" = %s',
+                 (done_,))
+        for pid in (bad, done_):
+            pg.query('INSERT INTO "EmailDeliveries" ("PartnerId", "Kind", "DedupKey", '
+                     '"ToAddress", "Subject", "Transport", "Status", "Attempts") '
+                     "VALUES (%s, 'reengagement', %s, 'x', '', 'sendgrid', 'pending', 0)",
+                     (pid, "reengagement:%d:d3" % pid))
+        with email_worker(rs, pg, sendgrid(sg)) as w:
+            r = rs.client()
+            jid_bad = push(r, "email.reengagement", {"partner_id": bad, "stage": 3})
+            jid_done = push(r, "email.reengagement", {"partner_id": done_, "stage": 3})
+            w.wait_for(lambda: done(r, [jid_done], 1) and dead_of(r, jid_bad), 30,
+                       "one nudge dead, one done")
+            rec = dead_of(r, jid_bad)
+            assert rec and "exactly one '@'" in rec["error"], dead_records(r)
+            rows = {d["PartnerId"]: d for d in deliveries(pg)}
+            assert rows[bad]["Status"] == "failed" and "exactly one '@'" in rows[bad]["LastError"]
+            assert rows[done_]["Status"] == "failed" and "activated" in rows[done_]["LastError"]
+            assert sg.count() == 0, sg.requests
+
+
 # ---------------------------------------------------------------- secrets
 
 def test_the_api_key_never_shows():
