@@ -305,7 +305,7 @@ static int ws_batch_build(struct ws_batch *b)
 {
     size_t n = (size_t)b->n;
     char *p, *a, *r;
-    if (!(b->partners = malloc(n * 12 + 3)) ||
+    if (!(b->partners = malloc(n * (sizeof(b->seeds[0]->partner) + 1) + 3)) ||
         !(b->amounts = malloc(n * (WS_AMOUNT_MAX + 1) + 3)) ||
         !(b->references = malloc(n * (2 * WS_REFERENCE_MAX + 3) + 3)))
         return -1;
