@@ -10,7 +10,11 @@ a partner's sandbox wallet once per reference, the wallet created if missing.
   an existing sandbox wallet is credited rather than a second one made;
 - a job that times out while PostgreSQL holds it is cancelled, retried, and
   the credit still happens once;
-- PostgreSQL restarted mid-run: no seed lost, none doubled."""
+- PostgreSQL restarted mid-run: no seed lost, none doubled;
+- one batch (schema/008) holding a seed whose balance would overflow, an
+  unknown partner, and one partner three times (a replayed reference and a new
+  one) next to good seeds: the bad ones dead with the reason, the rest credited
+  once each, balances exact."""
 
 import time
 import uuid
@@ -223,6 +227,81 @@ def test_postgresql_restart_mid_run_loses_and_doubles_no_seed():
         assert pg.query('SELECT count(*) FROM "WalletHistories" h JOIN "Wallets" w '
                         'ON w."Id" = h."WalletId" WHERE h."Amount" <> w."AvailableBalance" '
                         'OR h."BalanceAfter" <> w."AvailableBalance"')[0][0] == 0
+
+
+def test_a_batch_with_bad_seeds_and_one_partner_twice_credits_the_good_ones_exactly():
+    with RedisServer() as rs, PostgresServer() as pg:
+        migrate(pg)
+        r = rs.client()
+        a, b, c, full = add_partners(pg, 4)
+        missing = full + 1000
+        # a sandbox wallet one step from numeric(18,4)'s ceiling: +10 overflows
+        pg.query('INSERT INTO "Wallets" ("Id", "PartnerId", "AvailableBalance", "CurrencyId", '
+                 '"WalletTypeId", "CreatedAt", "UpdatedAt") '
+                 'SELECT gen_random_uuid(), %s, 99999999999999, c."Id", t."Id", now(), now() '
+                 'FROM "WalletTypes" t, "Currencies" c '
+                 "WHERE t.\"Code\" = 'sandbox' AND c.\"Code\" = 'USD'", (full,))
+        seeds = [{"partner_id": a, "amount": "10", "reference_id": "r1"},
+                 {"partner_id": full, "amount": "10"},
+                 {"partner_id": a, "amount": "10", "reference_id": "r1"},
+                 {"partner_id": b, "amount": "7"},
+                 {"partner_id": missing, "amount": "1"},
+                 {"partner_id": a, "amount": "5", "reference_id": "r2"},
+                 {"partner_id": c, "amount": "1.5"}]
+        push(r, seeds)
+        # One process, and batch_max (concurrency / 2) = every seed: one batch. It is
+        # refused for the overflow and its seeds go again one by one, in any order.
+        # Then a batch of good seeds only, one partner three times: kept in order.
+        again = [{"partner_id": a, "amount": "2", "reference_id": "r3"},
+                 {"partner_id": b, "amount": "1", "reference_id": "r5"},
+                 {"partner_id": a, "amount": "2", "reference_id": "r3"},
+                 {"partner_id": c, "amount": "1", "reference_id": "r6"},
+                 {"partner_id": a, "amount": "3", "reference_id": "r4"},
+                 {"partner_id": c, "amount": "1", "reference_id": "r6"},
+                 {"partner_id": b, "amount": "1", "reference_id": "r7"}]
+        with wallet_worker(rs, pg, workers=1, concurrency=2 * len(seeds),
+                           log_level="debug") as w:
+            w.wait_for(lambda: settled(r, len(seeds)), 30, "every seed done")
+            push(r, again, prefix="again")
+            w.wait_for(lambda: settled(r, len(seeds) + len(again)), 30, "every seed done")
+            log = w.log()
+        sent = [l for l in log.splitlines() if "wallet batch sent" in l]
+        assert len(sent) == 2 and all("seeds=7" in l for l in sent), sent
+        assert log.count("wallet batch refused for its data") == 1, log
+        dead = {d["args"]["partner_id"]: d["error"] for d in dead_records(r)}
+        assert sorted(dead) == sorted([full, missing]), dead
+        assert "numeric field overflow" in dead[full] and "22003" in dead[full], dead[full]
+        assert "partner %d does not exist" % missing in dead[missing], dead[missing]
+        assert stats(r)["processed"] == 5 + 7
+        assert wallets(pg, full) == [("sandbox", "99999999999999.0000")]
+        assert entries(pg, full) == []
+        assert wallets(pg, a) == [("sandbox", "20.0000")]
+        got = entries(pg, a)
+        assert sorted((e[0], e[3]) for e in got[:2]) == [("10.0000", "r1"), ("5.0000", "r2")]
+        assert [e[1] for e in got[:2]] in (["10.0000", "15.0000"], ["5.0000", "15.0000"]), got
+        assert got[2:] == [("2.0000", "17.0000", "credit", "r3"),
+                           ("3.0000", "20.0000", "credit", "r4")], got
+        assert wallets(pg, b) == [("sandbox", "9.0000")]
+        assert wallets(pg, c) == [("sandbox", "2.5000")]
+        assert pg.query('SELECT count(*) FROM "Wallets" WHERE "PartnerId" = %s', (missing,)) \
+            == [(0,)]
+
+
+def test_the_batch_function_handles_one_partner_twice_in_partner_order():
+    """schema/008 called directly: outcomes by input position, a replayed reference
+    a duplicate, a new one credited on top, an invalid row alone refused."""
+    with PostgresServer() as pg:
+        migrate(pg)
+        p, q = add_partners(pg, 2)
+        rows = pg.query(
+            "SELECT ord, outcome, balance_after::text, wallet_created "
+            "FROM steller_wallet_seed_sandbox_batch(%s, %s::numeric[], %s, 'x') ORDER BY ord",
+            ([q, p, q, p, q], ["2", "1", "2", "0", "3"], ["r", "r", "r", "r2", "s\"\\"]))
+        assert rows == [(1, "credited", "2.0000", True), (2, "credited", "1.0000", True),
+                        (3, "duplicate", None, False), (4, "invalid", None, False),
+                        (5, "credited", "5.0000", False)], rows
+        assert entries(pg, q) == [("2.0000", "2.0000", "credit", "r"),
+                                  ("3.0000", "5.0000", "credit", 's"\\')]
 
 
 if __name__ == "__main__":
