@@ -186,15 +186,6 @@ static int sw_back(struct sweep *s)
     return 0;
 }
 
-static const char *sw_transport(const struct config *c)
-{
-    switch (c->email_transport) {
-    case CFG_MAIL_SENDGRID: return "sendgrid";
-    case CFG_MAIL_SMTP: return "smtp";
-    default: return "log";
-    }
-}
-
 /* ms since the epoch as a timestamptz literal in UTC, to the millisecond. */
 static const char *sw_ts(char *buf, int64_t ms)
 {
@@ -541,7 +532,7 @@ static void sw_start(struct job *job)
     for (int i = 0; i < SW_NPARAMS; i++)
         s->params[i] = s->val[i];
     s->queue = mail_type ? mail_type->queue : "email";
-    s->transport = sw_transport(job_config(job));
+    s->transport = cfg_mail_transport_name(job_config(job)->email_transport);
     s->stage = -1;
     s->phase_started = job_now_ms(job);
     snprintf(s->cursor, sizeof(s->cursor), "-infinity");

@@ -1327,6 +1327,11 @@ void cfg_print(const struct config *c, FILE *out)
     print_keys(c, 0, "", 0, 0, out);
 }
 
+const char *cfg_mail_transport_name(enum cfg_mail_transport t)
+{
+    return mail_transports[t];
+}
+
 const struct cfg_type *cfg_find_type(const struct config *c, const char *name)
 {
     for (int i = 0; i < c->ntypes; i++)

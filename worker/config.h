@@ -143,6 +143,9 @@ void cfg_free(struct config *c);
 /* Prints the effective configuration as a valid libconfig file, secrets redacted. */
 void cfg_print(const struct config *c, FILE *out);
 
+/* "auto", "sendgrid", "smtp" or "log": the name of an email.transport value. */
+const char *cfg_mail_transport_name(enum cfg_mail_transport t);
+
 /* The override for a job type, or NULL. */
 const struct cfg_type *cfg_find_type(const struct config *c, const char *name);
 

@@ -1348,9 +1348,7 @@ void mail_free(struct mail *m)
 
 const char *mail_transport(const struct mail *m)
 {
-    return m->transport == CFG_MAIL_SENDGRID ? "sendgrid"
-           : m->transport == CFG_MAIL_SMTP   ? "smtp"
-                                             : "log";
+    return cfg_mail_transport_name(m->transport);
 }
 
 const char *mail_breaker_state(const struct mail *m)
