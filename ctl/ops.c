@@ -953,7 +953,7 @@ static redisReply *reply_copy(const redisReply *el)
 }
 
 /* Is el a record (or envelope) whose jid is jid? */
-static int rec_has_jid(const redisReply *el, const char *jid)
+int ctl_record_has_jid(const redisReply *el, const char *jid)
 {
     struct rec r;
     int match;
@@ -970,7 +970,7 @@ static int find_visit(struct ctl *ctl, const redisReply *el, int64_t score, void
 
     (void)ctl;
     (void)score;
-    match = rec_has_jid(el, st->jid);
+    match = ctl_record_has_jid(el, st->jid);
     if (match && !st->found && !(st->found = reply_copy(el)))
         return ctl_complain(CTL_FAILED, "out of memory");
     st->matches += match;
@@ -1560,7 +1560,7 @@ static int retry_find_visit(struct ctl *ctl, const redisReply *el, int64_t score
 
     (void)ctl;
     (void)score;
-    if (!rec_has_jid(el, st->jid))
+    if (!ctl_record_has_jid(el, st->jid))
         return CTL_CONTINUE;
     if (st->n == st->cap) {
         size_t cap = st->cap ? 2 * st->cap : 4;

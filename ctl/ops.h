@@ -104,6 +104,9 @@ int ctl_reply_status(struct ctl *ctl, const redisReply *r, const char *what);
 
 int64_t ctl_now_ms(void); /* wall clock, ms since the epoch */
 
+/* 1 when el (a P:dead or P:retry entry) is a record whose jid is exactly jid. */
+int ctl_record_has_jid(const redisReply *el, const char *jid);
+
 /* The verbs of ops.c, each with the help text of its verbs[] row. */
 int cmd_dead(struct ctl *ctl, int argc, char **argv);
 int cmd_retry(struct ctl *ctl, int argc, char **argv);

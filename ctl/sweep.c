@@ -245,14 +245,13 @@ static enum where in_dead(struct ctl *ctl, struct sweep_job *j, int *rc)
 {
     redisReply *r = redisCommand(ctl->rc, "LRANGE %s:dead 0 %d", ctl->prefix, SWEEP_DEAD_LOOK - 1);
     enum where w = W_NOWHERE;
-    size_t jl = strlen(j->jid);
     if ((*rc = ctl_reply_status(ctl, r, "LRANGE")) != CTL_OK) {
         freeReplyObject(r);
         return W_ERROR;
     }
     for (size_t i = 0; i < r->elements && w == W_NOWHERE; i++) {
         const redisReply *e = r->element[i];
-        if (memmem(e->str, e->len, j->jid, jl)) {
+        if (ctl_record_has_jid(e, j->jid)) {
             copy_error(j, e->str, e->len);
             w = W_DEAD;
         }

@@ -305,14 +305,10 @@ static void upkeep_on_reaper(struct ev_loop *loop, ev_timer *t, int revents)
  * "error" when the transport could not be set up. */
 static void upkeep_mail_state(const struct worker *w, char *buf, size_t size)
 {
-    const struct job_type *t;
-    int want = 0;
-    for (size_t i = 0; (t = reg_at(i)); i++)
-        want |= strncmp(t->name, "email.", 6) == 0;
     if (w->mail)
         snprintf(buf, size, "%s:%s", mail_transport(w->mail), mail_breaker_state(w->mail));
     else
-        snprintf(buf, size, "%s", want ? "error" : "off");
+        snprintf(buf, size, "%s", w->mail_wanted ? "error" : "off");
 }
 
 static void upkeep_beat(struct upkeep *u)

@@ -473,10 +473,9 @@ static void worker_mail_start(struct worker *w)
 {
     const struct job_type *t;
     char err[256], q[300];
-    int want = 0;
     for (size_t i = 0; (t = reg_at(i)); i++)
-        want |= strncmp(t->name, "email.", 6) == 0;
-    if (!want)
+        w->mail_wanted |= strncmp(t->name, "email.", 6) == 0;
+    if (!w->mail_wanted)
         return;
     w->mail = mail_new(w->loop, w->cfg, err, sizeof(err));
     if (!w->mail)

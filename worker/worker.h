@@ -62,6 +62,7 @@ struct worker {
     struct pg_pool *pg;     /* NULL when database.url is empty */
     struct mail *mail;      /* the email transport; NULL when no email.* type is
                                registered or it could not be set up (logged) */
+    int mail_wanted;        /* an email.* type is registered, so mail should exist */
     struct tmpl_set *tmpl;  /* the email templates (tmpl.h), loaded at start; NULL when
                                loading failed (logged) */
     int registered;         /* first heartbeat sent since start */
