@@ -11,16 +11,21 @@ fsync off, shared_buffers 1GB), migrates, and generates the data in SQL:
     as schema/004 defines them;
   - "EmailDeliveries": the d3 email already sent to every 10th partner.
 Then VACUUM ANALYZE, and with steller-worker (1 worker process, defaults:
-stages 3/7/14, quiet_days 7, max_age_days 30, batch_size 1000):
+stages 3/7/14, quiet_days 7, max_age_days 30, batch_size 1000, parallel 2,
+database.pool_size 2; --parallel overrides):
   1. a dry run (one count per stage),
   2. the sweep (INSERT + push per batch), emails left in P:queue:email,
-  3. the sweep again (nothing to do).
-Prints each run's per-stage figures from the job's log line; then, with
+  3. the sweep again (nothing to do);
+  4. with --runs N > 1, N - 1 more times: the rows of step 2 deleted (VACUUM
+     ANALYZE "EmailDeliveries"), P:queue:email emptied, and step 2 again.
+Prints each run's per-stage figures from the job's log line and the median
+per stage over the N sweeps of step 2 and 4; then, with
 auto_explain on in the worker's sessions and as_of one day later, EXPLAIN
 (ANALYZE, BUFFERS) of the statements jobs/sweep.c really sent: the d14 count of
 a dry run and one d14 batch.
 
-usage: bench/sweep.py [--partners 1000000] [--requests 10000000]
+usage: bench/sweep.py [--partners 1000000] [--requests 10000000] [--runs 3]
+                      [--parallel 2]
 """
 import argparse
 import os
@@ -110,6 +115,26 @@ def sweep(r, w, args):
     return res
 
 
+def reset(pg, r):
+    """Back to the state before the sweep: its rows and its jobs gone."""
+    pg.query('DELETE FROM "EmailDeliveries" WHERE "Status" = \'pending\'')
+    pg.query('VACUUM ANALYZE "EmailDeliveries"')
+    r.delete("%s:queue:email" % harness.PREFIX)
+
+
+def medians(runs):
+    stages = [k for k in runs[0] if re.fullmatch(r"d\d+", k)]
+    out = []
+    for k in stages + ["total"]:
+        key = k + "_ms" if k != "total" else None
+        vals = sorted(float(x["wall_s"]) if key is None else int(x[key]) / 1000 for x in runs)
+        out.append("%s %.2f s" % (k if key else "wall", vals[len(vals) // 2]))
+    print("median of %d sweeps: %s  (per run: %s)" % (
+        len(runs), "  ".join(out),
+        "; ".join(" ".join("%.2f" % (int(x[k + "_ms"]) / 1000) for k in stages)
+                  for x in runs)), flush=True)
+
+
 def show(name, res):
     stages = [k for k in res if re.fullmatch(r"d\d+", k)]
     print("%-10s total %-7s %s | orphans %s (%.2f s) | wall %s s" % (
@@ -118,7 +143,7 @@ def show(name, res):
         res["orphans"], int(res["orphans_ms"]) / 1000, res["wall_s"]), flush=True)
 
 
-def plans(pg, r, rs, as_of):
+def plans(pg, r, rs, as_of, wcfg):
     """EXPLAIN (ANALYZE, BUFFERS) of the statements jobs/sweep.c really sends, from
     auto_explain in the worker's sessions: the largest count of a dry run (the d14
     stage) and a full batch of the last stage. auto_explain's timing costs time,
@@ -130,8 +155,7 @@ def plans(pg, r, rs, as_of):
     with open(pg.log_path, "rb") as f:
         f.seek(0, 2)
         start = f.tell()
-    with harness.Worker(rs, workers=1, database={"url": pg.url()},
-                        queues=[{"name": "default"}], schedule=[]) as w:
+    with harness.Worker(rs, **wcfg) as w:
         sweep(r, w, {"as_of": as_of, "dry_run": True})
         sweep(r, w, {"as_of": as_of})
     pg.query("ALTER DATABASE steller RESET ALL")
@@ -143,12 +167,13 @@ def plans(pg, r, rs, as_of):
         found.append((float(m.group(1)), m.group(2)))
     counts = [p for p in found if 'count(*) FROM "Partners"' in p[1]]
     batches = [p for p in found if "WITH cand AS" in p[1]]
-    # The last stage's window ends 14 days before as_of; its first batch reads from
-    # the start of the window (cursor -infinity): the costliest place for a plan.
+    # The last stage's window ends 14 days before as_of: the first batch of the
+    # chunk that ends there reads from the chunk's start (cursor -infinity), the
+    # costliest place for a plan.
     hi = ts(as_of - 14 * DAY)
     d14 = [p for p in batches if "<= '%s'" % hi in p[1]]
     for title, p in (("dry run: the largest stage count (d14)", max(counts)),
-                     ("the first batch of the last stage (d14)", d14[0])):
+                     ("the first batch of the last chunk of the last stage (d14)", d14[0])):
         print("\n-- %s: %.1f ms\n%s" % (title, p[0], p[1]))
 
 
@@ -156,21 +181,31 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--partners", type=int, default=1000000)
     ap.add_argument("--requests", type=int, default=10000000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--parallel", type=int, default=2)
     a = ap.parse_args()
+    wcfg = dict(workers=1, database={"url": None}, queues=[{"name": "default"}], schedule=[],
+                reengagement={"parallel": a.parallel})
     with harness.RedisServer() as rs, harness.PostgresServer(args=[
             "-c", "shared_buffers=1GB", "-c", "maintenance_work_mem=512MB",
             "-c", "max_wal_size=8GB"]) as pg:
         print("loading", flush=True)
         load(pg, a.partners, a.requests)
         r = rs.client()
-        with harness.Worker(rs, workers=1, database={"url": pg.url()},
-                            queues=[{"name": "default"}], schedule=[]) as w:
+        wcfg["database"]["url"] = pg.url()
+        with harness.Worker(rs, **wcfg) as w:
             w.wait_for(lambda: "postgresql connection up" in w.log(), 30, "PostgreSQL")
             show("dry run", sweep(r, w, {"as_of": AS_OF, "dry_run": True}))
-            show("sweep", sweep(r, w, {"as_of": AS_OF}))
+            runs = [sweep(r, w, {"as_of": AS_OF})]
+            show("sweep", runs[0])
             print("           email jobs in Redis: %d" % harness.queue_len(r, "email"))
             show("again", sweep(r, w, {"as_of": AS_OF}))
-        plans(pg, r, rs, AS_OF + DAY)
+            for i in range(1, a.runs):
+                reset(pg, r)
+                runs.append(sweep(r, w, {"as_of": AS_OF}))
+                show("sweep %d" % (i + 1), runs[-1])
+            medians(runs)
+        plans(pg, r, rs, AS_OF + DAY, wcfg)
         harness._cleanup_test(False)
 
 

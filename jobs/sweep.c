@@ -18,7 +18,14 @@
  * the unique "DedupKey" index and the ("PartnerId", "OccurredAt") index of
  * "ApiRequestLogs" for each, and INSERTs the 'pending' rows of the due ones
  * itself (ON CONFLICT ("DedupKey") DO NOTHING), returning the partners it took.
- * Those are pushed with one LPUSH before the next batch runs.
+ * Those are pushed with one LPUSH before the lane's next batch runs.
+ *
+ * Lanes: reengagement.parallel statements of a stage are in flight at once, so
+ * the stage uses that many PostgreSQL backends (and cores) rather than one. The
+ * window is cut at equal times into SW_CHUNKS_PER_LANE chunks per lane, each
+ * read with its own keyset cursor; a lane takes the next chunk when its own is
+ * done, so a crowded stretch of signups is shared out. Chunks are disjoint, so
+ * lanes never compete for a partner.
  *
  * Exactly once: the row is the claim. A second sweep finds the row and skips
  * the partner; a push lost after the commit (Redis down, the worker killed)
@@ -30,8 +37,9 @@
  *
  * Failures: a statement that fails or a lost connection fails the job as
  * transient (retried with backoff; rows already inserted are skipped or
- * re-enqueued as orphans by a later run). A push that Redis refuses is tried
- * again SW_PUSH_TRIES times with backoff before the job fails the same way.
+ * re-enqueued as orphans by a later run). The other lanes first push what their
+ * statements in flight inserted. A push that Redis refuses is tried again
+ * SW_PUSH_TRIES times with backoff before the job fails the same way.
  *
  * The result (counts and seconds per stage) is one log line, "reengagement sweep
  * done". Live sweeps are kept on a list so that stop() can free those whose
@@ -53,6 +61,7 @@
 #define SW_PUSH_TRIES 6      /* 0.2 s doubling: about 6 s of Redis trouble is ridden out */
 #define SW_NPARAMS 9
 #define SW_TS_MAX 64
+#define SW_CHUNKS_PER_LANE 4 /* so a lane that drew a crowded chunk is helped by the others */
 
 /* Partner p is in the window: $1 < "CreatedAt" <= $2. The first two conditions
  * are those of the partial index IX_Partners_CreatedAt_Onboarding. */
@@ -108,27 +117,20 @@ static const char sw_orphan_sql[] =
     " AND e.\"CreatedAt\" >= $2::timestamptz AND (e.\"CreatedAt\", e.\"Id\") > "
     "($2::timestamptz, $3::bigint) ORDER BY e.\"CreatedAt\", e.\"Id\" LIMIT $4::integer";
 
-struct sweep {
-    struct job *job;           /* NULL once cancelled or finished */
-    struct ev_loop *loop;
-    int busy;                  /* a statement or a push is out; its callback frees us */
-    struct sweep *prev, *next; /* sw_all */
-    ev_timer retry;            /* between tries of a push */
-    int tries;
+struct sweep;
 
-    int64_t as_of;
-    int dry_run;
-    int stage; /* -1: the orphans; then 0 .. stages.n - 1 */
-    int more;  /* the last batch was full: run the phase again */
+/* One statement, then its push, in flight at a time. A lane works through the
+ * chunks of a phase one after the other, each with its own keyset cursor. */
+struct sw_lane {
+    struct sweep *s;
+    int busy;      /* a statement or a push is out */
+    int chunk;     /* of the phase; -1: idle */
+    int more;      /* the last batch was full: the chunk goes on */
+    ev_timer retry; /* between tries of a push */
+    int tries;
     char cursor[SW_TS_MAX], cursor_id[24];
     char val[SW_NPARAMS][SW_TS_MAX];
     const char *params[SW_NPARAMS];
-    const char *queue;    /* of email.reengagement */
-    const char *transport;
-    int64_t phase_started;
-
-    long long orphans, counts[CFG_MAX_STAGES];
-    int64_t ms[CFG_MAX_STAGES + 1]; /* per phase; [0] the orphans */
 
     msgpack_sbuffer buf; /* the envelopes of the batch, back to back */
     size_t *ends;
@@ -137,52 +139,95 @@ struct sweep {
     int n, cap;
 };
 
+struct sweep {
+    struct job *job;           /* NULL once cancelled or finished */
+    struct ev_loop *loop;
+    int busy;                  /* callbacks due over all lanes; the last one frees us */
+    struct sweep *prev, *next; /* sw_all */
+
+    int64_t as_of;
+    int dry_run;
+    int stage;      /* -1: the orphans; then 0 .. stages.n - 1 */
+    int chunks;     /* of this phase's window, cut at equal times */
+    int next_chunk; /* the next one a lane takes */
+    int lanes;      /* in use in this phase */
+    const char *queue; /* of email.reengagement */
+    const char *transport;
+    int64_t phase_started;
+    char failed[400]; /* why the run fails, once its lanes are back; "" while fine */
+
+    long long orphans, counts[CFG_MAX_STAGES];
+    int64_t ms[CFG_MAX_STAGES + 1]; /* per phase; [0] the orphans */
+
+    struct sw_lane lane[CFG_MAX_SWEEP_LANES];
+};
+
 static struct sweep *sw_all;
 
-static void sw_send(struct sweep *s);
-static void sw_push(struct sweep *s);
+static void sw_send(struct sw_lane *l);
+static void sw_push(struct sw_lane *l);
+static void sw_lane_next(struct sw_lane *l);
 
 /* ---- life ---- */
 
 static void sw_free(struct sweep *s)
 {
-    ev_timer_stop(s->loop, &s->retry);
     if (s->prev)
         s->prev->next = s->next;
     else
         sw_all = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    msgpack_sbuffer_destroy(&s->buf);
-    free(s->ends);
-    free(s->envs);
-    free(s->lens);
+    for (int i = 0; i < CFG_MAX_SWEEP_LANES; i++) {
+        struct sw_lane *l = &s->lane[i];
+        ev_timer_stop(s->loop, &l->retry);
+        msgpack_sbuffer_destroy(&l->buf);
+        free(l->ends);
+        free(l->envs);
+        free(l->lens);
+    }
     free(s);
 }
 
-/* Ends the job; the state goes with it unless a callback is still due. */
+static void sw_stop_timers(struct sweep *s)
+{
+    for (int i = 0; i < CFG_MAX_SWEEP_LANES; i++)
+        ev_timer_stop(s->loop, &s->lane[i].retry);
+}
+
+/* Ends the job; the state goes with it unless callbacks are still due. */
 static void sw_finish(struct sweep *s, enum job_result r, const char *msg)
 {
     struct job *job = s->job;
     s->job = NULL;
     job->data = NULL;
-    ev_timer_stop(s->loop, &s->retry);
+    sw_stop_timers(s);
     job_done(job, r, msg);
     if (!s->busy)
         sw_free(s);
 }
 
-/* A callback came back: 1 when the job still waits for it, else the state is
- * freed. Outside ev_run() the callback comes from the teardown of the process
- * (pg_free): the job is not touched then, and stop() frees the state. */
-static int sw_back(struct sweep *s)
+static void sw_out(struct sw_lane *l)
 {
-    s->busy = 0;
+    l->busy = 1;
+    l->s->busy++;
+}
+
+/* A callback came back: 1 when the job still waits for it, else the state is
+ * freed once no other callback is due. Outside ev_run() the callback comes from
+ * the teardown of the process (pg_free): nothing is touched then, and stop()
+ * frees the state. */
+static int sw_back(struct sw_lane *l)
+{
+    struct sweep *s = l->s;
+    l->busy = 0;
+    s->busy--;
     if (ev_depth(s->loop) == 0)
         return 0;
     if (s->job)
         return 1;
-    sw_free(s);
+    if (!s->busy)
+        sw_free(s);
     return 0;
 }
 
@@ -213,9 +258,26 @@ static void sw_report(struct sweep *s)
     }
     LOG(LOG_INFO, "reengagement sweep done",
         "jid=%s type=%s as_of=%" PRId64 " dry_run=%s total=%" PRId64 "%s orphans=%lld "
-        "orphans_ms=%" PRId64,
+        "orphans_ms=%" PRId64 " lanes=%d",
         log_q(jid, sizeof(jid), s->job->env.jid.ptr, s->job->env.jid.len), s->job->type->name,
-        s->as_of, s->dry_run ? "true" : "false", total, fields, s->orphans, s->ms[0]);
+        s->as_of, s->dry_run ? "true" : "false", total, fields, s->orphans, s->ms[0],
+        c->reengagement_parallel);
+}
+
+/* Starts the phase s->stage: its window in chunks, one lane per chunk at first.
+ * The orphans and the counts of a dry run are one statement each: one chunk. */
+static void sw_phase(struct sweep *s)
+{
+    int par = job_config(s->job)->reengagement_parallel;
+    s->chunks = s->stage < 0 || s->dry_run || par == 1 ? 1 : par * SW_CHUNKS_PER_LANE;
+    s->lanes = s->chunks < par ? s->chunks : par;
+    s->next_chunk = 0;
+    s->busy++; /* a synchronous failure in the loop (pg.h: out of memory) must not free us */
+    for (int i = 0; i < s->lanes && s->job; i++)
+        sw_lane_next(&s->lane[i]);
+    s->busy--;
+    if (!s->job && !s->busy)
+        sw_free(s);
 }
 
 /* Moves to the next phase (orphans, then each stage), or ends the job. */
@@ -228,50 +290,89 @@ static void sw_advance(struct sweep *s)
     s->ms[s->stage + 1] += now - s->phase_started;
     s->phase_started = now;
     s->stage++;
-    s->more = 0;
-    snprintf(s->cursor, sizeof(s->cursor), "-infinity");
-    snprintf(s->cursor_id, sizeof(s->cursor_id), "0");
     if (s->stage < c->reengagement_stages.n) {
-        sw_send(s);
+        sw_phase(s);
         return;
     }
     sw_report(s);
     sw_finish(s, JOB_OK, NULL);
 }
 
+/* The lane's chunk is done: it takes the next one, or idles; the phase ends
+ * with its last lane. After a failure lanes take nothing new, and the last one
+ * ends the run: the others' batches in flight are still pushed, so a failure
+ * leaves no row without its job. */
+static void sw_lane_next(struct sw_lane *l)
+{
+    struct sweep *s = l->s;
+    l->more = 0;
+    snprintf(l->cursor, sizeof(l->cursor), "-infinity");
+    snprintf(l->cursor_id, sizeof(l->cursor_id), "0");
+    if (s->next_chunk < s->chunks && !s->failed[0]) {
+        l->chunk = s->next_chunk++;
+        sw_send(l);
+        return;
+    }
+    l->chunk = -1;
+    for (int i = 0; i < s->lanes; i++)
+        if (s->lane[i].chunk >= 0)
+            return;
+    if (s->failed[0])
+        sw_finish(s, JOB_RETRY, s->failed);
+    else
+        sw_advance(s);
+}
+
+/* The first failure is the one reported. */
+static void sw_fail(struct sw_lane *l, const char *msg)
+{
+    if (!l->s->failed[0])
+        snprintf(l->s->failed, sizeof(l->s->failed), "%s", msg);
+    sw_lane_next(l);
+}
+
+/* The lane's batch is settled: the same chunk goes on, or the next. */
+static void sw_continue(struct sw_lane *l)
+{
+    if (l->more && !l->s->failed[0])
+        sw_send(l);
+    else
+        sw_lane_next(l);
+}
+
 /* ---- envelopes ---- */
 
-static int sw_grow(struct sweep *s, int want)
+static int sw_grow(struct sw_lane *l, int want)
 {
     size_t *ends, *lens;
     const char **envs;
-    if (want <= s->cap)
+    if (want <= l->cap)
         return 0;
-    ends = realloc(s->ends, sizeof(*ends) * (size_t)want);
+    ends = realloc(l->ends, sizeof(*ends) * (size_t)want);
     if (ends)
-        s->ends = ends;
-    envs = realloc(s->envs, sizeof(*envs) * (size_t)want);
+        l->ends = ends;
+    envs = realloc(l->envs, sizeof(*envs) * (size_t)want);
     if (envs)
-        s->envs = envs;
-    lens = realloc(s->lens, sizeof(*lens) * (size_t)want);
+        l->envs = envs;
+    lens = realloc(l->lens, sizeof(*lens) * (size_t)want);
     if (lens)
-        s->lens = lens;
+        l->lens = lens;
     if (!ends || !envs || !lens)
         return -1;
-    s->cap = want;
+    l->cap = want;
     return 0;
 }
 
 /* Appends one email.reengagement envelope; jid: 64 random bits of the batch and
  * the envelope's place in it. */
-static int sw_add(struct sweep *s, uint64_t base, long long pid, long long stage)
+static int sw_add(struct sw_lane *l, uint64_t base, long long pid, long long stage)
 {
     char args[64], jid[40];
     msgpack_sbuffer ab = {.data = args, .alloc = sizeof(args)};
     msgpack_packer pk;
-    struct env_new n = {.jid = jid, .type = "email.reengagement", .queue = s->queue,
-                        .created_at = job_now_ms(s->job), .max_attempts = -1};
-    if (sw_grow(s, s->n + 1) != 0)
+    struct env_new n = {.jid = jid, .type = "email.reengagement", .queue = l->s->queue,
+                        .created_at = job_now_ms(l->s->job), .max_attempts = -1};
+    if (sw_grow(l, l->n + 1) != 0)
         return -1;
     /* Fixed buffer: a map of two small ints never reaches 64 bytes, so the
      * sbuffer never reallocates it. */
@@ -281,12 +382,12 @@ static int sw_add(struct sweep *s, uint64_t base, long long pid, long long stage
     msgpack_pack_long_long(&pk, pid);
     msgpack_pack_str_with_body(&pk, "stage", 5);
     msgpack_pack_long_long(&pk, stage);
-    snprintf(jid, sizeof(jid), "%016" PRIx64 "%06x", base, (unsigned)s->n);
+    snprintf(jid, sizeof(jid), "%016" PRIx64 "%06x", base, (unsigned)l->n);
     n.args = ab.data;
     n.args_len = ab.size;
-    if (env_new(&n, &s->buf) != 0)
+    if (env_new(&n, &l->buf) != 0)
         return -1;
-    s->ends[s->n++] = s->buf.size;
+    l->ends[l->n++] = l->buf.size;
     return 0;
 }
 
@@ -298,33 +399,34 @@ static uint64_t sw_random(void)
     return v;
 }
 
-static void sw_batch_reset(struct sweep *s)
+static void sw_batch_reset(struct sw_lane *l)
 {
-    s->buf.size = 0;
-    s->n = 0;
+    l->buf.size = 0;
+    l->n = 0;
 }
 
 /* ---- results ---- */
 
 /* A stage batch: candidates read, the last one's "CreatedAt" and "Id", and
  * "PartnerId" (NULL: none taken). */
-static int sw_take_batch(struct sweep *s, const PGresult *res)
+static int sw_take_batch(struct sw_lane *l, const PGresult *res)
 {
+    struct sweep *s = l->s;
     const struct config *c = job_config(s->job);
     uint64_t base = sw_random();
     long long found;
     if (PQntuples(res) < 1 || PQnfields(res) != 4)
         return -1;
     found = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    s->more = found >= c->reengagement_batch_size;
+    l->more = found >= c->reengagement_batch_size;
     if (!PQgetisnull(res, 0, 1)) {
-        snprintf(s->cursor, sizeof(s->cursor), "%s", PQgetvalue(res, 0, 1));
-        snprintf(s->cursor_id, sizeof(s->cursor_id), "%s", PQgetvalue(res, 0, 2));
+        snprintf(l->cursor, sizeof(l->cursor), "%s", PQgetvalue(res, 0, 1));
+        snprintf(l->cursor_id, sizeof(l->cursor_id), "%s", PQgetvalue(res, 0, 2));
     }
     for (int i = 0; i < PQntuples(res); i++) {
         if (PQgetisnull(res, i, 3))
             continue;
-        if (sw_add(s, base, strtoll(PQgetvalue(res, i, 3), NULL, 10),
+        if (sw_add(l, base, strtoll(PQgetvalue(res, i, 3), NULL, 10),
                    c->reengagement_stages.v[s->stage]) != 0)
             return -1;
         s->counts[s->stage]++;
@@ -333,24 +435,24 @@ static int sw_take_batch(struct sweep *s, const PGresult *res)
 }
 
 /* Orphans: "PartnerId", stage, "CreatedAt", "Id", in keyset order. */
-static int sw_take_orphans(struct sweep *s, const PGresult *res)
+static int sw_take_orphans(struct sw_lane *l, const PGresult *res)
 {
     int rows = PQntuples(res);
     uint64_t base = sw_random();
     if (PQnfields(res) != 4)
         return -1;
-    s->more = rows >= job_config(s->job)->reengagement_batch_size;
+    l->more = rows >= job_config(l->s->job)->reengagement_batch_size;
     for (int i = 0; i < rows; i++) {
         if (PQgetisnull(res, i, 1))
             continue; /* not a key this sweep wrote */
-        if (sw_add(s, base, strtoll(PQgetvalue(res, i, 0), NULL, 10),
+        if (sw_add(l, base, strtoll(PQgetvalue(res, i, 0), NULL, 10),
                    strtoll(PQgetvalue(res, i, 1), NULL, 10)) != 0)
             return -1;
-        s->orphans++;
+        l->s->orphans++;
     }
     if (rows > 0) {
-        snprintf(s->cursor, sizeof(s->cursor), "%s", PQgetvalue(res, rows - 1, 2));
-        snprintf(s->cursor_id, sizeof(s->cursor_id), "%s", PQgetvalue(res, rows - 1, 3));
+        snprintf(l->cursor, sizeof(l->cursor), "%s", PQgetvalue(res, rows - 1, 2));
+        snprintf(l->cursor_id, sizeof(l->cursor_id), "%s", PQgetvalue(res, rows - 1, 3));
     }
     return 0;
 }
@@ -358,17 +460,18 @@ static int sw_take_orphans(struct sweep *s, const PGresult *res)
 static void sw_on_result(void *ud, enum pg_outcome outcome, const PGresult *res,
                          const char *sqlstate, const char *message)
 {
-    struct sweep *s = ud;
+    struct sw_lane *l = ud;
+    struct sweep *s = l->s;
     char msg[400];
     int rc;
-    if (!sw_back(s))
+    if (!sw_back(l))
         return;
     if (outcome != PG_OK) {
         snprintf(msg, sizeof(msg), "reengagement sweep: %s%s%s%s",
                  outcome == PG_LOST ? "PostgreSQL connection lost: " : "",
                  message ? message : "", sqlstate && *sqlstate ? " SQLSTATE " : "",
                  sqlstate ? sqlstate : "");
-        sw_finish(s, JOB_RETRY, msg);
+        sw_fail(l, msg);
         return;
     }
     if (s->dry_run) {
@@ -377,22 +480,20 @@ static void sw_on_result(void *ud, enum pg_outcome outcome, const PGresult *res,
             s->orphans = n;
         else
             s->counts[s->stage] = n;
-        sw_advance(s);
+        sw_lane_next(l);
         return;
     }
-    sw_batch_reset(s);
-    rc = s->stage < 0 ? sw_take_orphans(s, res) : sw_take_batch(s, res);
+    sw_batch_reset(l);
+    rc = s->stage < 0 ? sw_take_orphans(l, res) : sw_take_batch(l, res);
     if (rc != 0) {
-        sw_finish(s, JOB_RETRY, "reengagement sweep: out of memory or an unexpected result");
+        sw_fail(l, "reengagement sweep: out of memory or an unexpected result");
         return;
     }
-    if (s->n > 0) {
-        s->tries = 0;
-        sw_push(s);
-    } else if (s->more) {
-        sw_send(s);
+    if (l->n > 0) {
+        l->tries = 0;
+        sw_push(l);
     } else {
-        sw_advance(s);
+        sw_continue(l);
     }
 }
 
@@ -400,25 +501,23 @@ static void sw_on_result(void *ud, enum pg_outcome outcome, const PGresult *res,
 
 static void sw_on_pushed(void *ud, int rc)
 {
-    struct sweep *s = ud;
-    if (!sw_back(s))
+    struct sw_lane *l = ud;
+    if (!sw_back(l))
         return;
     if (rc == 0) {
-        LOG(LOG_DEBUG, "reengagement sweep batch enqueued", "stage=%d count=%d", s->stage, s->n);
-        sw_batch_reset(s);
-        if (s->more)
-            sw_send(s);
-        else
-            sw_advance(s);
+        LOG(LOG_DEBUG, "reengagement sweep batch enqueued", "stage=%d count=%d", l->s->stage,
+            l->n);
+        sw_batch_reset(l);
+        sw_continue(l);
         return;
     }
-    if (++s->tries >= SW_PUSH_TRIES) {
+    if (++l->tries >= SW_PUSH_TRIES) {
         /* The rows stay 'pending' with no job: a later sweep re-enqueues them. */
-        sw_finish(s, JOB_RETRY, "reengagement sweep: Redis did not take the email jobs");
+        sw_fail(l, "reengagement sweep: Redis did not take the email jobs");
         return;
     }
-    ev_timer_set(&s->retry, 0.1 * (1 << s->tries), 0);
-    ev_timer_start(s->loop, &s->retry);
+    ev_timer_set(&l->retry, 0.1 * (1 << l->tries), 0);
+    ev_timer_start(l->s->loop, &l->retry);
 }
 
 static void sw_on_retry(struct ev_loop *loop, ev_timer *t, int revents)
@@ -428,33 +527,42 @@ static void sw_on_retry(struct ev_loop *loop, ev_timer *t, int revents)
     sw_push(t->data);
 }
 
-static void sw_push(struct sweep *s)
+static void sw_push(struct sw_lane *l)
 {
-    for (int i = 0; i < s->n; i++) {
-        size_t start = i ? s->ends[i - 1] : 0;
-        s->envs[i] = s->buf.data + start;
-        s->lens[i] = s->ends[i] - start;
+    for (int i = 0; i < l->n; i++) {
+        size_t start = i ? l->ends[i - 1] : 0;
+        l->envs[i] = l->buf.data + start;
+        l->lens[i] = l->ends[i] - start;
     }
-    if (job_push(s->job, s->queue, s->envs, s->lens, s->n, sw_on_pushed, s) == 0) {
-        s->busy = 1;
-        return;
-    }
-    s->busy = 1; /* not connected: count it as a failed try, from the loop */
-    sw_on_pushed(s, -1);
+    sw_out(l);
+    if (job_push(l->s->job, l->s->queue, l->envs, l->lens, l->n, sw_on_pushed, l) != 0)
+        sw_on_pushed(l, -1); /* not connected: a failed try */
 }
 
 /* ---- statements ---- */
 
-static void sw_send(struct sweep *s)
+/* The lane's chunk of the stage window (as_of - next days, as_of - days days]:
+ * chunk k of n starts k/n of the way. Adjacent chunks share their bound, so
+ * they cover the window exactly once whatever the rounding. */
+static void sw_chunk_bounds(struct sw_lane *l, int days, int next)
 {
+    struct sweep *s = l->s;
+    int64_t lo = s->as_of - next * SW_DAY_MS, span = (int64_t)(next - days) * SW_DAY_MS;
+    sw_ts(l->val[0], lo + span * l->chunk / s->chunks);
+    sw_ts(l->val[1], lo + span * (l->chunk + 1) / s->chunks);
+}
+
+static void sw_send(struct sw_lane *l)
+{
+    struct sweep *s = l->s;
     const struct config *c = job_config(s->job);
     const char *sql;
     int n;
     if (s->stage < 0) {
-        snprintf(s->val[0], SW_TS_MAX, "%d", SW_ORPHAN_MINUTES);
-        snprintf(s->val[1], SW_TS_MAX, "%s", s->cursor);
-        snprintf(s->val[2], SW_TS_MAX, "%s", s->cursor_id);
-        snprintf(s->val[3], SW_TS_MAX, "%d", c->reengagement_batch_size);
+        snprintf(l->val[0], SW_TS_MAX, "%d", SW_ORPHAN_MINUTES);
+        snprintf(l->val[1], SW_TS_MAX, "%s", l->cursor);
+        snprintf(l->val[2], SW_TS_MAX, "%s", l->cursor_id);
+        snprintf(l->val[3], SW_TS_MAX, "%d", c->reengagement_batch_size);
         sql = s->dry_run ? sw_orphan_count_sql : sw_orphan_sql;
         n = s->dry_run ? 1 : 4;
     } else {
@@ -462,20 +570,19 @@ static void sw_send(struct sweep *s)
         int next = s->stage + 1 < c->reengagement_stages.n
                        ? c->reengagement_stages.v[s->stage + 1]
                        : c->reengagement_max_age_days;
-        sw_ts(s->val[0], s->as_of - next * SW_DAY_MS);
-        sw_ts(s->val[1], s->as_of - days * SW_DAY_MS);
-        sw_ts(s->val[2], s->as_of - c->reengagement_quiet_days * SW_DAY_MS);
-        sw_ts(s->val[3], s->as_of);
-        snprintf(s->val[4], SW_TS_MAX, "%d", days);
-        snprintf(s->val[5], SW_TS_MAX, "%s", s->cursor);
-        snprintf(s->val[6], SW_TS_MAX, "%d", c->reengagement_batch_size);
-        snprintf(s->val[7], SW_TS_MAX, "%s", s->transport);
-        snprintf(s->val[8], SW_TS_MAX, "%s", s->cursor_id);
+        sw_chunk_bounds(l, days, next);
+        sw_ts(l->val[2], s->as_of - c->reengagement_quiet_days * SW_DAY_MS);
+        sw_ts(l->val[3], s->as_of);
+        snprintf(l->val[4], SW_TS_MAX, "%d", days);
+        snprintf(l->val[5], SW_TS_MAX, "%s", l->cursor);
+        snprintf(l->val[6], SW_TS_MAX, "%d", c->reengagement_batch_size);
+        snprintf(l->val[7], SW_TS_MAX, "%s", s->transport);
+        snprintf(l->val[8], SW_TS_MAX, "%s", l->cursor_id);
         sql = s->dry_run ? sw_count_sql : sw_batch_sql;
         n = s->dry_run ? 5 : 9;
     }
-    s->busy = 1;
-    pg_submit(job_pg(s->job), sql, n, s->params, sw_on_result, s);
+    sw_out(l);
+    pg_submit(job_pg(s->job), sql, n, l->params, sw_on_result, l);
 }
 
 /* ---- the handler ---- */
@@ -526,18 +633,21 @@ static void sw_start(struct job *job)
     if (sw_all)
         sw_all->prev = s;
     sw_all = s;
-    msgpack_sbuffer_init(&s->buf);
-    ev_init(&s->retry, sw_on_retry);
-    s->retry.data = s;
-    for (int i = 0; i < SW_NPARAMS; i++)
-        s->params[i] = s->val[i];
+    for (int i = 0; i < CFG_MAX_SWEEP_LANES; i++) {
+        struct sw_lane *l = &s->lane[i];
+        l->s = s;
+        l->chunk = -1;
+        msgpack_sbuffer_init(&l->buf);
+        ev_init(&l->retry, sw_on_retry);
+        l->retry.data = l;
+        for (int k = 0; k < SW_NPARAMS; k++)
+            l->params[k] = l->val[k];
+    }
     s->queue = mail_type ? mail_type->queue : "email";
     s->transport = cfg_mail_transport_name(job_config(job)->email_transport);
     s->stage = -1;
     s->phase_started = job_now_ms(job);
-    snprintf(s->cursor, sizeof(s->cursor), "-infinity");
-    snprintf(s->cursor_id, sizeof(s->cursor_id), "0");
-    sw_send(s);
+    sw_phase(s);
 }
 
 /* A statement or push still out keeps the state until its callback. */
@@ -548,7 +658,7 @@ static void sw_cancel(struct job *job)
         return;
     s->job = NULL;
     job->data = NULL;
-    ev_timer_stop(s->loop, &s->retry);
+    sw_stop_timers(s);
     if (!s->busy)
         sw_free(s);
 }

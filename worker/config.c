@@ -802,6 +802,8 @@ static const struct cfg_key keys[] = {
      .max = 36500},
     {KEY("reengagement.batch_size", t_int, reengagement_batch_size), .def = "1000", .min = 1,
      .max = 100000},
+    {KEY("reengagement.parallel", t_int, reengagement_parallel), .def = "2", .min = 1,
+     .max = CFG_MAX_SWEEP_LANES},
     {.name = "queues", .off = offsetof(struct config, queues), .list = &queue_list,
      .def = "( { name = \"critical\"; weight = 4; }, { name = \"default\"; weight = 2; },"
             "  { name = \"email\"; weight = 2; }, { name = \"request_log\"; weight = 1; } )"},

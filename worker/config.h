@@ -46,6 +46,7 @@ enum cfg_mail_transport { CFG_MAIL_AUTO = 0, CFG_MAIL_SENDGRID, CFG_MAIL_SMTP, C
 enum cfg_starttls { CFG_TLS_REQUIRED = 0, CFG_TLS_OPTIONAL, CFG_TLS_OFF };
 
 #define CFG_MAX_STAGES 16
+#define CFG_MAX_SWEEP_LANES 16 /* reengagement.parallel */
 
 /* reengagement.stages: days after signup, strictly increasing. */
 struct cfg_days {
@@ -125,7 +126,8 @@ struct config {
     struct cfg_days reengagement_stages; /* default [3, 7, 14] */
     int reengagement_quiet_days;         /* no API request within this many days */
     int reengagement_max_age_days;       /* partners older than this are left alone */
-    int reengagement_batch_size;         /* emails enqueued per pipelined batch */
+    int reengagement_batch_size;         /* partners read per statement */
+    int reengagement_parallel;           /* statements in flight per stage */
 
     struct cfg_schedule *schedule;       /* "schedule" list */
     int nschedule;

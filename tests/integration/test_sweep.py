@@ -216,6 +216,66 @@ def test_100k_partners_get_exactly_the_expected_emails_once():
         assert r.llen("%s:dead" % PREFIX) == 0, dead_records(r)[:2]
 
 
+def test_every_parallel_setting_gives_the_same_answer():
+    """Lanes and chunks: the exact pairs, each once, however many statements run
+    at once, with more lanes than connections and batches that end mid-chunk."""
+    with RedisServer() as rs, PostgresServer() as pg:
+        load(pg)
+        want = expected(AS_OF)
+        r = rs.client()
+        for par, batch, pool in ((1, 700, 2), (3, 97, 4), (16, 250, 2)):
+            pg.query('DELETE FROM "EmailDeliveries" WHERE "Status" = \'pending\'')
+            r.delete("%s:queue:email" % PREFIX)
+            conf = dict(SWEEP_CONF, batch_size=batch, parallel=par)
+            with sweep_worker(rs, pg, reengagement=conf,
+                              database={"url": pg.url(), "pool_size": pool}) as w:
+                res = run_sweep(r, w, {"as_of": AS_OF})
+                assert res["lanes"] == str(par)
+                assert counts(res) == by_stage(want), (par, counts(res), by_stage(want))
+                got = [p for p, _ in email_jobs(r)]
+                assert len(got) == len(set(got)), "parallel %d: a pair enqueued twice" % par
+                assert set(got) == want, (par, len(set(got) - want), len(want - set(got)))
+                assert pending_rows(pg) == want
+                again = run_sweep(r, w, {"as_of": AS_OF})
+                assert counts(again) == {d: 0 for d in STAGES}, (par, counts(again))
+        assert r.llen("%s:dead" % PREFIX) == 0, dead_records(r)[:2]
+
+
+def test_a_lane_that_fails_leaves_no_row_without_its_job():
+    """One of the worker's four PostgreSQL sessions is killed mid-stage: the run
+    fails into retry, the other lanes push what their statements in flight
+    inserted first, and the retry enqueues the rest. Every pending row has
+    exactly one job."""
+    with RedisServer() as rs, PostgresServer() as pg:
+        load(pg)
+        want = expected(AS_OF)
+        r = rs.client()
+        conf = dict(SWEEP_CONF, batch_size=50, parallel=4)
+        with sweep_worker(rs, pg, reengagement=conf,
+                          database={"url": pg.url(), "pool_size": 4}) as w:
+            jid, raw = envelope("reengagement.sweep", {"as_of": AS_OF})
+            enqueue(r, [raw])
+            w.wait_for(lambda: queue_len(r, "email") > 3000, 60, "the first batches")
+            # A statement running, not an idle session: the pool would just reconnect that.
+            w.wait_for(lambda: pg.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'active' "
+                "AND pid <> pg_backend_pid() AND query LIKE 'WITH cand AS%%' LIMIT 1"), 30,
+                "a batch statement to kill")
+            w.wait_for(lambda: retry_entries(r) or "reengagement sweep done" in w.log(), 30,
+                       "the run failed into retry")
+            first = len(email_jobs(r))
+            retry_error = retry_entries(r)[0][0]["error"]
+            r.zadd("%s:retry" % PREFIX, {m: 0 for m in r.zrange("%s:retry" % PREFIX, 0, -1)})
+            res = wait_result(w, jid)
+            got = [p for p, _ in email_jobs(r)]
+            print("  enqueued before the retry: %d of %d" % (first, len(want)))
+            assert 3000 < first < len(want), (first, len(want))
+            assert int(res["total"]) == len(want) - first
+            assert len(got) == len(set(got)), "a pair enqueued twice"
+            assert set(got) == want == pending_rows(pg)
+            assert "PostgreSQL connection lost" in retry_error
+
+
 def test_as_of_makes_a_run_reproducible():
     with RedisServer() as rs, PostgresServer() as pg:
         load(pg)
