@@ -258,7 +258,7 @@ static void sw_report(struct sweep *s)
     }
     LOG(LOG_INFO, "reengagement sweep done",
         "jid=%s type=%s as_of=%" PRId64 " dry_run=%s total=%" PRId64 "%s orphans=%lld "
-        "orphans_ms=%" PRId64 " lanes=%d",
+        "orphans_ms=%" PRId64 " parallel=%d",
         log_q(jid, sizeof(jid), s->job->env.jid.ptr, s->job->env.jid.len), s->job->type->name,
         s->as_of, s->dry_run ? "true" : "false", total, fields, s->orphans, s->ms[0],
         c->reengagement_parallel);
@@ -300,8 +300,9 @@ static void sw_advance(struct sweep *s)
 
 /* The lane's chunk is done: it takes the next one, or idles; the phase ends
  * with its last lane. After a failure lanes take nothing new, and the last one
- * ends the run: the others' batches in flight are still pushed, so a failure
- * leaves no row without its job. */
+ * ends the run: the other lanes' batches in flight are still pushed. (Rows of
+ * the failed statement itself, if it committed before the connection was lost,
+ * wait for the orphan pass.) */
 static void sw_lane_next(struct sw_lane *l)
 {
     struct sweep *s = l->s;
@@ -323,11 +324,15 @@ static void sw_lane_next(struct sw_lane *l)
         sw_advance(s);
 }
 
-/* The first failure is the one reported. */
+/* The first failure is the job's error; later ones of the same run are logged. */
 static void sw_fail(struct sw_lane *l, const char *msg)
 {
+    char jid[80];
     if (!l->s->failed[0])
         snprintf(l->s->failed, sizeof(l->s->failed), "%s", msg);
+    else
+        LOG(LOG_WARN, "reengagement sweep: another lane failed", "jid=%s error=%s",
+            log_q(jid, sizeof(jid), l->s->job->env.jid.ptr, l->s->job->env.jid.len), msg);
     sw_lane_next(l);
 }
 

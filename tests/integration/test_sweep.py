@@ -230,7 +230,7 @@ def test_every_parallel_setting_gives_the_same_answer():
             with sweep_worker(rs, pg, reengagement=conf,
                               database={"url": pg.url(), "pool_size": pool}) as w:
                 res = run_sweep(r, w, {"as_of": AS_OF})
-                assert res["lanes"] == str(par)
+                assert res["parallel"] == str(par)
                 assert counts(res) == by_stage(want), (par, counts(res), by_stage(want))
                 got = [p for p, _ in email_jobs(r)]
                 assert len(got) == len(set(got)), "parallel %d: a pair enqueued twice" % par
@@ -242,38 +242,42 @@ def test_every_parallel_setting_gives_the_same_answer():
 
 
 def test_a_lane_that_fails_leaves_no_row_without_its_job():
-    """One of the worker's four PostgreSQL sessions is killed mid-stage: the run
+    """One lane's statement is killed mid-stage while the others work: the run
     fails into retry, the other lanes push what their statements in flight
     inserted first, and the retry enqueues the rest. Every pending row has
-    exactly one job."""
+    exactly one job. The killed statement waits on a row lock the test holds
+    (the foreign-key check of its INSERT), so it cannot have committed."""
     with RedisServer() as rs, PostgresServer() as pg:
         load(pg)
         want = expected(AS_OF)
+        # the first due partner of the first stage: the first batch of chunk 0
+        first_d3 = min((gen_created_ms(i), i) for i, d in want if d == STAGES[0])[1]
         r = rs.client()
+        locker = pg.client(autocommit=False)
+        with locker.cursor() as cur:
+            cur.execute('SELECT 1 FROM "Partners" WHERE "Id" = %s FOR UPDATE', (first_d3,))
         conf = dict(SWEEP_CONF, batch_size=50, parallel=4)
         with sweep_worker(rs, pg, reengagement=conf,
                           database={"url": pg.url(), "pool_size": 4}) as w:
             jid, raw = envelope("reengagement.sweep", {"as_of": AS_OF})
             enqueue(r, [raw])
-            w.wait_for(lambda: queue_len(r, "email") > 3000, 60, "the first batches")
-            # A statement running, not an idle session: the pool would just reconnect that.
-            w.wait_for(lambda: pg.query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'active' "
-                "AND pid <> pg_backend_pid() AND query LIKE 'WITH cand AS%%' LIMIT 1"), 30,
-                "a batch statement to kill")
-            w.wait_for(lambda: retry_entries(r) or "reengagement sweep done" in w.log(), 30,
-                       "the run failed into retry")
+            w.wait_for(lambda: queue_len(r, "email") > 300, 60, "the other lanes' batches")
+            killed = pg.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE wait_event_type = 'Lock' AND query LIKE 'WITH cand AS%%'")
+            assert killed == [(True,)], killed
+            w.wait_for(lambda: retry_entries(r), 30, "the run failed into retry")
+            locker.rollback()
             first = len(email_jobs(r))
             retry_error = retry_entries(r)[0][0]["error"]
             r.zadd("%s:retry" % PREFIX, {m: 0 for m in r.zrange("%s:retry" % PREFIX, 0, -1)})
             res = wait_result(w, jid)
             got = [p for p, _ in email_jobs(r)]
             print("  enqueued before the retry: %d of %d" % (first, len(want)))
-            assert 3000 < first < len(want), (first, len(want))
+            assert 300 < first < len(want), (first, len(want))
             assert int(res["total"]) == len(want) - first
             assert len(got) == len(set(got)), "a pair enqueued twice"
             assert set(got) == want == pending_rows(pg)
-            assert "PostgreSQL connection lost" in retry_error
+            assert "PostgreSQL connection lost" in retry_error, retry_error
 
 
 def test_as_of_makes_a_run_reproducible():
