@@ -12,9 +12,10 @@
  * the processing lists, P:retry (ZSCAN MATCH on the jid), the newest P:dead
  * records. Looking later in the path than the job can move meanwhile means a
  * job that moves is found further on, never missed; a job found nowhere twice in
- * a row was acknowledged. The counts per stage are the job's result, which the
- * worker writes to its log ("reengagement sweep done", with the jid); stellerctl
- * has no channel back from a job, so it prints where to find them.
+ * a row was acknowledged. The counts per stage are then read from the job's
+ * result, PREFIX:result:<jid>, which the worker sets just before the ack (the
+ * same fields as its log line "reengagement sweep done"); without one (an older
+ * worker, Redis restarted) it says where the log line is.
  */
 #include "sweep.h"
 
@@ -274,6 +275,63 @@ static enum where locate(struct ctl *ctl, struct sweep_job *j, int *rc)
     return in_dead(ctl, j, rc);
 }
 
+/* The field after p in a line "k=v k=v ...", or NULL at the end. */
+static const char *next_field(const char *p)
+{
+    p = strchr(p, ' ');
+    return p ? p + 1 : NULL;
+}
+
+/* The value of key in such a line, copied to buf; NULL when absent. */
+static const char *field(const char *line, const char *key, char *buf, size_t size)
+{
+    size_t klen = strlen(key);
+    for (const char *p = line; p; p = next_field(p)) {
+        if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
+            snprintf(buf, size, "%.*s", (int)strcspn(p + klen + 1, " "), p + klen + 1);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+/* The stages ("d<days>=N d<days>_ms=T") in the order the result lists them. */
+static void print_stages(const char *res, int dry_run)
+{
+    char key[16], ms_key[24], n[32], ms[32];
+    for (const char *p = res; p; p = next_field(p)) {
+        size_t digits = strspn(p + 1, "0123456789");
+        if (p[0] != 'd' || digits == 0 || digits > 8 || p[1 + digits] != '=')
+            continue;
+        snprintf(key, sizeof(key), "%.*s", (int)digits + 1, p);
+        snprintf(ms_key, sizeof(ms_key), "%s_ms", key);
+        if (!field(res, key, n, sizeof(n)) || !field(res, ms_key, ms, sizeof(ms)))
+            continue;
+        printf("  %-6s %9s %-9s %8.2f s\n", key, n, dry_run ? "due" : "enqueued",
+               strtod(ms, NULL) / 1000.0);
+    }
+}
+
+/* What the job left in PREFIX:result:<jid> (job.h: job_set_result), printed as
+ * a table; 0 when there is none (an older worker, or Redis lost it). */
+static int print_result(struct ctl *ctl, const struct sweep_job *j)
+{
+    redisReply *r = redisCommand(ctl->rc, "GET %s:result:%s", ctl->prefix, j->jid);
+    char total[32], orphans[32], dry[8];
+    int shown = 0;
+    if (r && r->type == REDIS_REPLY_STRING && field(r->str, "total", total, sizeof(total))) {
+        int dry_run = field(r->str, "dry_run", dry, sizeof(dry)) && strcmp(dry, "true") == 0;
+        printf("done:\n");
+        print_stages(r->str, dry_run);
+        printf("  %-6s %9s\n", "total", total);
+        if (field(r->str, "orphans", orphans, sizeof(orphans)))
+            printf("  orphaned claims %s: %s\n", dry_run ? "found" : "re-enqueued", orphans);
+        shown = 1;
+    }
+    freeReplyObject(r);
+    return shown;
+}
+
 static int sweep_wait(struct ctl *ctl, struct sweep_job *j, long long timeout)
 {
     struct timespec pause = {0, SWEEP_POLL_NS};
@@ -291,8 +349,9 @@ static int sweep_wait(struct ctl *ctl, struct sweep_job *j, long long timeout)
         }
         nowhere = w == W_NOWHERE ? nowhere + 1 : 0;
         if (nowhere >= 2) {
-            printf("done: the counts per stage are in the worker log, "
-                   "msg=\"reengagement sweep done\" jid=%s\n", j->jid);
+            if (!print_result(ctl, j))
+                printf("done: the counts per stage are in the worker log, "
+                       "msg=\"reengagement sweep done\" jid=%s\n", j->jid);
             return CTL_OK;
         }
         if (ctl_now_ms() > deadline) {
@@ -363,8 +422,9 @@ const char sweep_help[] =
     "worker runs with the daemon's reengagement settings (stages, quiet_days,\n"
     "max_age_days, batch_size). It finds the partners due for a stage and enqueues\n"
     "one email.reengagement job each, once per partner and stage, however often it\n"
-    "runs. Its result, the count per stage, is one worker log line:\n"
-    "msg=\"reengagement sweep done\" jid=<the jid printed here>.\n"
+    "runs. Its result, the count per stage, is one worker log line\n"
+    "(msg=\"reengagement sweep done\" jid=<the jid printed here>), which --wait\n"
+    "prints as a table.\n"
     "\n"
     "  --dry-run       only count the partners due per stage; insert and enqueue nothing\n"
     "  --as-of TIME    measure the stage windows from TIME instead of now: epoch ms, or\n"

@@ -42,8 +42,9 @@
  * SW_PUSH_TRIES times with backoff before the job fails the same way.
  *
  * The result (counts and seconds per stage) is one log line, "reengagement sweep
- * done". Live sweeps are kept on a list so that stop() can free those whose
- * callback will never come (the process ended while they waited).
+ * done", and the job's result in Redis (job_set_result). Live sweeps are kept
+ * on a list so that stop() can free those whose callback will never come (the
+ * process ended while they waited).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -245,23 +246,28 @@ static const char *sw_ts(char *buf, int64_t ms)
 
 /* ---- the result ---- */
 
+/* The result: one log line, and the same fields as the job's result (job.h) for
+ * `stellerctl sweep --wait`. */
 static void sw_report(struct sweep *s)
 {
     const struct config *c = job_config(s->job);
-    char fields[CFG_MAX_STAGES * 48], jid[80], *p = fields;
+    char out[CFG_MAX_STAGES * 48 + 200], jid[80];
+    size_t n;
     int64_t total = 0;
-    for (int i = 0; i < c->reengagement_stages.n; i++) {
-        p += snprintf(p, sizeof(fields) - (size_t)(p - fields), " d%d=%lld d%d_ms=%" PRId64,
-                      c->reengagement_stages.v[i], s->counts[i], c->reengagement_stages.v[i],
-                      s->ms[i + 1]);
+    for (int i = 0; i < c->reengagement_stages.n; i++)
         total += s->counts[i];
-    }
-    LOG(LOG_INFO, "reengagement sweep done",
-        "jid=%s type=%s as_of=%" PRId64 " dry_run=%s total=%" PRId64 "%s orphans=%lld "
-        "orphans_ms=%" PRId64 " parallel=%d",
+    n = (size_t)snprintf(out, sizeof(out), "as_of=%" PRId64 " dry_run=%s total=%" PRId64,
+                         s->as_of, s->dry_run ? "true" : "false", total);
+    for (int i = 0; i < c->reengagement_stages.n; i++)
+        n += (size_t)snprintf(out + n, sizeof(out) - n, " d%d=%lld d%d_ms=%" PRId64,
+                              c->reengagement_stages.v[i], s->counts[i],
+                              c->reengagement_stages.v[i], s->ms[i + 1]);
+    n += (size_t)snprintf(out + n, sizeof(out) - n, " orphans=%lld orphans_ms=%" PRId64
+                          " parallel=%d", s->orphans, s->ms[0], c->reengagement_parallel);
+    LOG(LOG_INFO, "reengagement sweep done", "jid=%s type=%s %s",
         log_q(jid, sizeof(jid), s->job->env.jid.ptr, s->job->env.jid.len), s->job->type->name,
-        s->as_of, s->dry_run ? "true" : "false", total, fields, s->orphans, s->ms[0],
-        c->reengagement_parallel);
+        out);
+    job_set_result(s->job, out, n);
 }
 
 /* Starts the phase s->stage: its window in chunks, one lane per chunk at first.

@@ -96,6 +96,17 @@ void job_retry_in(struct job *job, int64_t delay_ms, int spend_attempt, const ch
 int job_push(struct job *job, const char *queue, const char *const *envs, const size_t *lens,
              int n, void (*fn)(void *ud, int rc), void *ud);
 
+/*
+ * Keeps a short result of the job for tools such as `stellerctl sweep --wait`:
+ * SET PREFIX:result:<jid> text EX JOB_RESULT_TTL on the worker's Redis
+ * connection. Call it before job_done(): it is sent ahead of the job's ack on
+ * the same connection, so whoever sees the job gone finds its result. Best
+ * effort, for reading by people: returns -1 when Redis is not connected, and a
+ * refusal is only logged. The bytes are copied.
+ */
+#define JOB_RESULT_TTL 86400
+int job_set_result(struct job *job, const char *text, size_t len);
+
 /* The Redis key prefix (redis.prefix), for handlers that name keys. */
 const char *job_prefix(struct job *job);
 

@@ -121,6 +121,30 @@ out:
     return rc;
 }
 
+static void worker_on_result(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    const redisReply *r = reply;
+    char q[300];
+    (void)ac;
+    (void)privdata;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        LOG(LOG_WARN, "redis refused a job result", "error=%s", log_q(q, sizeof(q), r->str, r->len));
+}
+
+int job_set_result(struct job *job, const char *text, size_t len)
+{
+    struct worker *w = job->w;
+    char key[WORKER_KEY_MAX + 80], ttl[16];
+    const char *argv[5] = {"SET", key, text, "EX", ttl};
+    size_t lens[5] = {3, 0, len, 2, 0};
+    if (!w->cmd)
+        return -1;
+    lens[1] = (size_t)snprintf(key, sizeof(key), "%s:result:%.*s", w->cfg->redis_prefix,
+                               (int)job->env.jid.len, job->env.jid.ptr);
+    lens[4] = (size_t)snprintf(ttl, sizeof(ttl), "%d", JOB_RESULT_TTL);
+    return rc_cmd(w->cmd, worker_on_result, NULL, 5, argv, lens);
+}
+
 int job_worker_full(struct job *job)
 {
     return job->w->running >= job->w->cfg->concurrency;

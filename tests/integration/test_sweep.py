@@ -365,6 +365,12 @@ def ctl(w, *args, timeout=90):
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def printed_counts(p, word):
+    """{stage: count} of the table `sweep --wait` prints."""
+    return {int(d): int(n) for d, n in
+            re.findall(r"^  d(\d+) +(\d+) %s +[\d.]+ s$" % word, p.stdout, re.M)}
+
+
 def printed_jid(p):
     return re.search(r"\): jid (\S+)$", p.stdout, re.M).group(1)
 
@@ -381,12 +387,20 @@ def test_stellerctl_sweep_runs_a_sweep_and_waits_for_it():
             assert p.returncode == 0 and "done" in p.stdout, (p.stdout, p.stderr)
             res = wait_result(w, printed_jid(p), timeout=1)
             assert counts(res) == by_stage(want) and res["as_of"] == str(AS_OF)
+            assert printed_counts(p, "due") == by_stage(want), p.stdout
+            assert re.search(r"^  total +%d$" % len(want), p.stdout, re.M), p.stdout
             assert queue_len(r, "email") == 0
 
             p = ctl(w, "sweep", "--as-of", str(AS_OF), "--wait")
             assert p.returncode == 0 and "done" in p.stdout, (p.stdout, p.stderr)
             assert wait_result(w, printed_jid(p), timeout=1)["total"] == str(len(want))
+            assert printed_counts(p, "enqueued") == by_stage(want), p.stdout
+            assert "orphaned claims re-enqueued: 0" in p.stdout, p.stdout
             assert {pair for pair, _ in email_jobs(r)} == want
+            # the result is kept for a day under the jid
+            key = "%s:result:%s" % (PREFIX, printed_jid(p))
+            assert 86000 < r.ttl(key) <= 86400 and b"total=%d" % len(want) in r.get(key)
+
 
             # without --wait: prints the jid and leaves the job to the workers
             p = ctl(w, "sweep")
