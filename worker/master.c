@@ -440,6 +440,7 @@ static void master_view(void *ud, struct metrics_view *v)
     v->workers_expected = m->nslots;
     v->workers_running = 0;
     v->types = &m->types;
+    v->sched = m->sched;
     for (int i = 0; i < m->nslots; i++)
         v->workers_running += m->slots[i].pid > 0;
 }

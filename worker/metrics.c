@@ -547,6 +547,45 @@ static void metrics_types(struct sbuf *b, const struct metrics_view *v)
                  1);
 }
 
+/* One counter line of an entry: name{entry="x",outcome="y"} n. */
+static void schedule_count(struct sbuf *b, const char *entry, const char *outcome, long long n)
+{
+    sb_printf(b, "steller_schedule_slots_total{entry=\"");
+    sb_label(b, entry);
+    sb_printf(b, "\",outcome=\"%s\"} %lld\n", outcome, n);
+}
+
+/* What this master's scheduler did, per schedule entry. */
+static void metrics_schedule(struct sbuf *b, const struct metrics_view *v)
+{
+    int n = sched_stats(v->sched, NULL, 0);
+    struct sched_stat *st = n > 0 ? calloc((size_t)n, sizeof(*st)) : NULL;
+    if (!st)
+        return;
+    n = sched_stats(v->sched, st, n);
+    metric_head(b, "steller_schedule_next_run_timestamp_seconds", "gauge",
+                "When the entry's next slot comes (absent: disabled).");
+    for (int i = 0; i < n; i++) {
+        if (st[i].next < 0)
+            continue;
+        sb_printf(b, "steller_schedule_next_run_timestamp_seconds{entry=\"");
+        sb_label(b, st[i].name);
+        sb_printf(b, "\"} %" PRId64 "\n", st[i].next);
+    }
+    metric_head(b, "steller_schedule_slots_total", "counter",
+                "Slots of the entry seen by this master, by what became of them: enqueued "
+                "here, elsewhere (another host first), passed (a later slot ran), missed "
+                "(late with catch_up off, or replaced before Redis took it), error.");
+    for (int i = 0; i < n; i++) {
+        schedule_count(b, st[i].name, "enqueued", st[i].enqueued);
+        schedule_count(b, st[i].name, "elsewhere", st[i].elsewhere);
+        schedule_count(b, st[i].name, "passed", st[i].passed);
+        schedule_count(b, st[i].name, "missed", st[i].missed);
+        schedule_count(b, st[i].name, "error", st[i].errors);
+    }
+    free(st);
+}
+
 static void answer_metrics(struct http_resp *resp, const struct gather *g,
                            const struct metrics_view *v)
 {
@@ -554,6 +593,7 @@ static void answer_metrics(struct http_resp *resp, const struct gather *g,
     if (!g->why[0])
         metrics_redis(&b, g);
     metrics_types(&b, v);
+    metrics_schedule(&b, v);
     metric(&b, "steller_redis_up", "gauge", "1 when the master's Redis connection answers.",
            !g->why[0]);
     metric_head(&b, "steller_build_info", "gauge", "Build information; always 1.");

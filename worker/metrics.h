@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "jobstats.h"
+#include "scheduler.h"
 
 /* What only the master knows; filled on each answer, so a reload is seen. */
 struct metrics_view {
@@ -24,6 +25,7 @@ struct metrics_view {
     int workers_expected;     /* slots */
     int workers_running;      /* slots with a live process */
     const struct js_table *types; /* per-type figures from the workers, or NULL */
+    const struct sched *sched;    /* the master's cron scheduler, or NULL */
 };
 
 typedef void metrics_view_fn(void *ud, struct metrics_view *v);

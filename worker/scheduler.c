@@ -47,6 +47,7 @@ struct sched_entry {
     int due_needs_history;
     int64_t retry_at; /* after an error reply: not before this */
     int64_t warned;   /* the due slot "waits for Redis" was logged for */
+    struct sched_stat st; /* this master's figures; st.name and st.next filled when read */
 };
 
 struct sched {
@@ -214,6 +215,19 @@ static void sched_log_result(const struct sched_req *r, long long result)
     }
 }
 
+/* The script's answer (scripts/schedule.lua) in the entry's figures. */
+static void sched_count(struct sched_entry *e, int64_t slot, long long result)
+{
+    if (result == 1) {
+        e->st.enqueued++;
+        e->st.last_enqueued = slot;
+    } else if (result == 0) {
+        e->st.elsewhere++;
+    } else {
+        e->st.passed++;
+    }
+}
+
 static void sched_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct sched_req *r = privdata;
@@ -238,6 +252,8 @@ static void sched_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
          * again is safe, the claim answers "already enqueued" if it ran. */
     } else if (rep->type == REDIS_REPLY_INTEGER) {
         sched_log_result(r, rep->integer);
+        if (e)
+            sched_count(e, r->slot, rep->integer);
         if (e && e->due == r->slot)
             e->due = -1;
     } else {
@@ -246,8 +262,10 @@ static void sched_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
             log_q(q, sizeof q, rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply",
                   rep->type == REDIS_REPLY_ERROR ? rep->len : 16));
         rc_note_error(s->rc, rep);
-        if (e)
+        if (e) {
             e->retry_at = sched_now(s) + SCHED_RETRY_S;
+            e->st.errors++;
+        }
     }
     sched_req_free(r);
     sched_tick(s, sched_now(s));
@@ -395,6 +413,7 @@ static void sched_try(struct sched *s, struct sched_entry *e, int64_t now)
         LOG(LOG_WARN, "schedule slot missed; skipped (catch_up = false)",
             "schedule=%s slot=%s late_s=%" PRId64, e->name, sched_iso(e->due, slot), now - e->due);
         e->due = -1;
+        e->st.missed++;
         return;
     }
     if (e->retry_at >= 0 && now < e->retry_at)
@@ -424,9 +443,11 @@ void sched_tick(struct sched *s, int64_t now)
             continue;
         if (e->next >= 0 && e->next <= now) {
             int64_t latest = cron_prev(&e->cron, now);
-            if (e->due >= 0 && e->due != e->sent)
+            if (e->due >= 0 && e->due != e->sent) {
                 LOG(LOG_WARN, "schedule slot never got through; a later one replaces it",
                     "schedule=%s slot=%s", e->name, sched_iso(e->due, slot));
+                e->st.missed++;
+            }
             e->due = latest;
             e->due_needs_history = 0;
             e->retry_at = -1;
@@ -435,6 +456,17 @@ void sched_tick(struct sched *s, int64_t now)
         sched_try(s, e, now);
     }
     sched_arm(s);
+}
+
+int sched_stats(const struct sched *s, struct sched_stat *out, int max)
+{
+    for (int i = 0; s && i < s->n && i < max; i++) {
+        out[i] = s->e[i].st;
+        out[i].name = s->e[i].name;
+        out[i].next = s->e[i].disabled ? -1 : s->e[i].next;
+        out[i].disabled = s->e[i].disabled;
+    }
+    return s ? s->n : 0;
 }
 
 /* ---- life cycle ---- */
@@ -490,6 +522,8 @@ struct sched *sched_new(struct ev_loop *loop, const struct config *cfg, sched_cl
 /* A reloaded entry keeps its place in time when its slots are the same. */
 static void sched_entry_carry(struct sched_entry *to, const struct sched_entry *from, int64_t now)
 {
+    if (from)
+        to->st = from->st; /* the same name: its counters go on */
     if (from && strcmp(from->cron_text, to->cron_text) == 0 && from->catch_up == to->catch_up &&
         !from->disabled) {
         to->next = from->next;

@@ -76,6 +76,25 @@ int sched_ready(const struct sched *s);
 /* Script calls sent and not yet answered. */
 int sched_inflight(const struct sched *s);
 
+/* What one entry did in this master since it started; an entry keeps its
+ * figures across a reload while its name stays. */
+struct sched_stat {
+    const char *name;      /* valid until the next reload */
+    int64_t next;          /* the next slot, seconds since the epoch; -1: none */
+    int64_t last_enqueued; /* the latest slot this master enqueued; 0: none */
+    long long enqueued;    /* slots this master enqueued */
+    long long elsewhere;   /* slots another master had enqueued first */
+    long long passed;      /* slots the script declined as past: a later one ran, or
+                              a late slot of an entry that never ran (by design) */
+    long long missed;      /* slots given up: too late with catch_up off, or replaced
+                              by a later slot before Redis took them */
+    long long errors;      /* Redis refused the script (the slot is tried again) */
+    int disabled;          /* its job cannot be built: it never runs */
+};
+
+/* Copies the figures of up to max entries to out; returns the number of entries. */
+int sched_stats(const struct sched *s, struct sched_stat *out, int max);
+
 /* In a child after fork(): closes the inherited Redis socket, touching nothing else. */
 void sched_after_fork(struct sched *s);
 

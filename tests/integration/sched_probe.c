@@ -17,6 +17,8 @@
  *               e.g. while Redis comes back, then waits for the replies. "ok ready=R"
  *               with R the schedulers that have Redis.
  *   reload FILE sched_reload() on each with FILE. "ok" or "error ...".
+ *   stats       sched_stats() summed over the schedulers: "ok" then, per entry,
+ *               " NAME=enqueued,elsewhere,passed,missed,errors".
  *   stop        frees the schedulers. "ok".
  *
  * The schedulers log on stderr as the daemon does (one "scheduled job enqueued"
@@ -107,6 +109,29 @@ static void probe_reload(struct probe *p, const char *path)
     printf("ok\n");
 }
 
+/* Each entry's figures, summed over the schedulers (they share the config). */
+static void probe_stats(struct probe *p)
+{
+    struct sched_stat sum[64] = {0}, st[64];
+    int n = 0;
+    for (int i = 0; i < p->n; i++) {
+        n = sched_stats(p->s[i], st, 64);
+        for (int k = 0; k < n && k < 64; k++) {
+            sum[k].name = st[k].name;
+            sum[k].enqueued += st[k].enqueued;
+            sum[k].elsewhere += st[k].elsewhere;
+            sum[k].passed += st[k].passed;
+            sum[k].missed += st[k].missed;
+            sum[k].errors += st[k].errors;
+        }
+    }
+    printf("ok");
+    for (int k = 0; k < n && k < 64; k++)
+        printf(" %s=%lld,%lld,%lld,%lld,%lld", sum[k].name, sum[k].enqueued, sum[k].elsewhere,
+               sum[k].passed, sum[k].missed, sum[k].errors);
+    printf("\n");
+}
+
 static void probe_command(struct probe *p, const struct config *cfg, int n, char *line)
 {
     char cmd[32], arg[4096] = "";
@@ -136,6 +161,8 @@ static void probe_command(struct probe *p, const struct config *cfg, int n, char
         printf("ok ready=%d\n", probe_ready(p));
     } else if (strcmp(cmd, "reload") == 0) {
         probe_reload(p, arg);
+    } else if (strcmp(cmd, "stats") == 0) {
+        probe_stats(p);
     } else if (strcmp(cmd, "stop") == 0) {
         probe_stop(p);
         printf("ok\n");

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import harness
 from harness import *
@@ -106,6 +107,12 @@ def _enqueued_lines(text, name=None):
             and (name is None or ("schedule=%s " % name) in l)]
 
 
+def _stats(p):
+    """{entry: [enqueued, elsewhere, passed, missed, errors]} over the probe's schedulers."""
+    out = p.cmd("stats")
+    return {k: [int(x) for x in v.split(",")] for k, v in (f.split("=") for f in out.split()[1:])}
+
+
 def _iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -121,6 +128,10 @@ def test_two_schedulers_enqueue_each_slot_exactly_once_over_an_hour():
         p.cmd("start %d" % (T0 - 30))
         # every 30 s of the hour: both schedulers see every slot, twice
         p.ticks(T0, T0 + HOUR - 30, 30)
+        # one of the two enqueued each slot, the other found it done; the */5 slot
+        # before the start (07:55... 06:55) was declined by both as one from before
+        # the entry ran ("passed")
+        assert _stats(p) == {"five": [12, 12, 2, 0, 0], "odd": [2, 2, 0, 0, 0]}, _stats(p)
         p.cmd("stop")
         p.close()
 
@@ -176,6 +187,10 @@ def test_after_downtime_catch_up_runs_the_latest_missed_slot_once_else_skips():
         # down from 08:00:30 to 10:20: 09:00 and 10:00 are missed, 10:00 by 20 minutes
         p.cmd("start %d" % (T0 + 3 * HOUR + 20 * 60))
         p.ticks(T0 + 3 * HOUR + 21 * 60, T0 + 4 * HOUR, 60)  # to 11:00
+        # 10:00 caught up by one scheduler (the other found it done), and 11:00 live. A
+        # scheduler that was not running saw no slot of "skip" to miss: missed counts
+        # the slots a running master gave up on (the next test)
+        assert _stats(p) == {"catchup": [2, 2, 0, 0, 0], "skip": [1, 1, 0, 0, 0]}, _stats(p)
         p.cmd("stop")
         # down from 11:00 to 12:03: 12:00 is 3 minutes late, within the grace: both run it
         p.cmd("start %d" % (T0 + 5 * HOUR + 3 * 60))
@@ -222,6 +237,10 @@ def test_a_slot_that_met_redis_down_runs_when_redis_is_back_within_the_grace():
         p.cmd("tick %d" % (T0 + 2 * HOUR + 7 * 60))
         rs.start(port=port)
         assert p.cmd("run 3") == "ok ready=1"
+        # 09:00 of "skip" is the one slot given up (what StellerScheduleSlotMissed
+        # alerts on); 08:00 made it within the grace. "catchup" looked at 06:00 when
+        # it started, and the script declined it: the entry had never run
+        assert _stats(p) == {"catchup": [3, 0, 1, 0, 0], "skip": [2, 0, 0, 1, 0]}, _stats(p)
         p.cmd("stop")
         p.close()
 
@@ -244,6 +263,8 @@ def test_reload_takes_new_entries_and_keeps_the_state_of_unchanged_ones():
         p.ticks(T0, T0 + 20 * 60, 60)
         p.cmd("reload %s" % _write_config(_config(rs, [a, b])))
         p.ticks(T0 + 21 * 60, T0 + 30 * 60, 60)
+        # "a" keeps its figures across the reload (Prometheus counters go on)
+        assert _stats(p)["a"][:2] == [4, 4], _stats(p)
         p.cmd("reload %s" % _write_config(_config(rs, [b])))
         p.ticks(T0 + 31 * 60, T0 + 45 * 60, 60)
         p.cmd("stop")
@@ -256,6 +277,15 @@ def test_reload_takes_new_entries_and_keeps_the_state_of_unchanged_ones():
 def _wait_logs(workers, text, timeout=15):
     for w in workers:
         w.wait_for(lambda: text in w.log(), timeout, "%r in the log" % text)
+
+
+def _scrape(w):
+    """{'name{labels}': value} of the master's /metrics."""
+    url = "http://%s/metrics" % w.config["http"]["listen"]
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in text.splitlines()
+                                     if ln and not ln.startswith("#"))}
 
 
 def test_two_daemons_enqueue_each_minute_once_and_take_new_entries_on_sighup():
@@ -280,6 +310,7 @@ def test_two_daemons_enqueue_each_minute_once_and_take_new_entries_on_sighup():
             wait_for(lambda: time.time() > boundary + 3 and _last(r, "added") == boundary,
                      75, "the slot %s" % _iso(boundary))
             logs = w1.log() + w2.log()
+            metrics = [_scrape(w) for w in (w1, w2)]
         finally:
             w1.kill()
             w2.kill()
@@ -291,6 +322,18 @@ def test_two_daemons_enqueue_each_minute_once_and_take_new_entries_on_sighup():
         assert len(_jobs(r, "sched_t2")) == 1
         assert len(_enqueued_lines(logs, "every")) == len(ev), logs
         assert len(_enqueued_lines(logs, "added")) == 1, logs
+        # /metrics: each master counts what it did; one enqueued the slot, the other
+        # found it done
+        def total(entry, outcome):
+            return sum(m.get('steller_schedule_slots_total{entry="%s",outcome="%s"}'
+                             % (entry, outcome), 0) for m in metrics)
+        assert total("added", "enqueued") == 1 and total("added", "elsewhere") == 1, metrics
+        assert total("every", "enqueued") == len(ev), metrics
+        for outcome in ("missed", "error"):
+            assert total("every", outcome) == total("added", outcome) == 0, metrics
+        for m in metrics:
+            nxt = m['steller_schedule_next_run_timestamp_seconds{entry="added"}']
+            assert nxt % 60 == 0 and boundary + 60 <= nxt <= boundary + 120, (nxt, boundary)
 
 
 def test_stellerctl_schedule_lists_entries_with_next_and_last_slot():
