@@ -300,8 +300,8 @@ static void print_stages(const char *res, int dry_run)
 {
     char key[16], ms_key[24], n[32], ms[32];
     for (const char *p = res; p; p = next_field(p)) {
-        size_t digits = strspn(p + 1, "0123456789");
-        if (p[0] != 'd' || digits == 0 || digits > 8 || p[1 + digits] != '=')
+        size_t digits = p[0] == 'd' ? strspn(p + 1, "0123456789") : 0;
+        if (digits == 0 || digits > 8 || p[1 + digits] != '=')
             continue;
         snprintf(key, sizeof(key), "%.*s", (int)digits + 1, p);
         snprintf(ms_key, sizeof(ms_key), "%s_ms", key);

@@ -56,6 +56,7 @@
 #include "log.h"
 #include "pg.h"
 #include "registry.h"
+#include "sbuf.h"
 
 #define SW_DAY_MS 86400000LL
 #define SW_ORPHAN_MINUTES 30 /* a 'pending' row this old with no claim lost its job */
@@ -251,23 +252,24 @@ static const char *sw_ts(char *buf, int64_t ms)
 static void sw_report(struct sweep *s)
 {
     const struct config *c = job_config(s->job);
-    char out[CFG_MAX_STAGES * 48 + 200], jid[80];
-    size_t n;
+    struct sbuf out = {0};
+    char jid[80];
     int64_t total = 0;
     for (int i = 0; i < c->reengagement_stages.n; i++)
         total += s->counts[i];
-    n = (size_t)snprintf(out, sizeof(out), "as_of=%" PRId64 " dry_run=%s total=%" PRId64,
-                         s->as_of, s->dry_run ? "true" : "false", total);
+    sb_addf(&out, "as_of=%" PRId64 " dry_run=%s total=%" PRId64, s->as_of,
+            s->dry_run ? "true" : "false", total);
     for (int i = 0; i < c->reengagement_stages.n; i++)
-        n += (size_t)snprintf(out + n, sizeof(out) - n, " d%d=%lld d%d_ms=%" PRId64,
-                              c->reengagement_stages.v[i], s->counts[i],
-                              c->reengagement_stages.v[i], s->ms[i + 1]);
-    n += (size_t)snprintf(out + n, sizeof(out) - n, " orphans=%lld orphans_ms=%" PRId64
-                          " parallel=%d", s->orphans, s->ms[0], c->reengagement_parallel);
+        sb_addf(&out, " d%d=%lld d%d_ms=%" PRId64, c->reengagement_stages.v[i], s->counts[i],
+                c->reengagement_stages.v[i], s->ms[i + 1]);
+    sb_addf(&out, " orphans=%lld orphans_ms=%" PRId64 " parallel=%d", s->orphans, s->ms[0],
+            c->reengagement_parallel);
     LOG(LOG_INFO, "reengagement sweep done", "jid=%s type=%s %s",
         log_q(jid, sizeof(jid), s->job->env.jid.ptr, s->job->env.jid.len), s->job->type->name,
-        out);
-    job_set_result(s->job, out, n);
+        out.p ? out.p : "(out of memory)");
+    if (out.p)
+        job_set_result(s->job, out.p, out.len);
+    free(out.p);
 }
 
 /* Starts the phase s->stage: its window in chunks, one lane per chunk at first.

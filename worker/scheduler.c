@@ -412,8 +412,9 @@ static void sched_try(struct sched *s, struct sched_entry *e, int64_t now)
     if (late && !e->catch_up) {
         LOG(LOG_WARN, "schedule slot missed; skipped (catch_up = false)",
             "schedule=%s slot=%s late_s=%" PRId64, e->name, sched_iso(e->due, slot), now - e->due);
+        if (!e->due_needs_history)
+            e->st.missed++; /* not the slot looked at on start: it may well have run */
         e->due = -1;
-        e->st.missed++;
         return;
     }
     if (e->retry_at >= 0 && now < e->retry_at)
@@ -446,7 +447,7 @@ void sched_tick(struct sched *s, int64_t now)
             if (e->due >= 0 && e->due != e->sent) {
                 LOG(LOG_WARN, "schedule slot never got through; a later one replaces it",
                     "schedule=%s slot=%s", e->name, sched_iso(e->due, slot));
-                e->st.missed++;
+                e->st.missed += !e->due_needs_history;
             }
             e->due = latest;
             e->due_needs_history = 0;

@@ -86,13 +86,17 @@ struct sched_stat {
     long long elsewhere;   /* slots another master had enqueued first */
     long long passed;      /* slots the script declined as past: a later one ran, or
                               a late slot of an entry that never ran (by design) */
-    long long missed;      /* slots given up: too late with catch_up off, or replaced
-                              by a later slot before Redis took them */
+    long long missed;      /* slots this master saw come and gave up: too late with
+                              catch_up off, or replaced by a later slot before Redis
+                              took them (not the past slot looked at on start) */
     long long errors;      /* Redis refused the script (the slot is tried again) */
     int disabled;          /* its job cannot be built: it never runs */
 };
 
-/* Copies the figures of up to max entries to out; returns the number of entries. */
+/* Copies the figures of up to max entries to out (NULL only with max 0); returns
+ * the number of entries. A reply that comes back after a reload changed its entry
+ * is not counted; a resend after a lost reply that had enqueued counts as
+ * elsewhere. */
 int sched_stats(const struct sched *s, struct sched_stat *out, int max);
 
 /* In a child after fork(): closes the inherited Redis socket, touching nothing else. */

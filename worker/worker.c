@@ -137,10 +137,12 @@ int job_set_result(struct job *job, const char *text, size_t len)
     char key[WORKER_KEY_MAX + 80], ttl[16];
     const char *argv[5] = {"SET", key, text, "EX", ttl};
     size_t lens[5] = {3, 0, len, 2, 0};
-    if (!w->cmd)
+    int head = snprintf(key, sizeof(key), "%s:result:", w->cfg->redis_prefix);
+    /* A jid is 1-64 bytes of anything, NUL included: copied by length. */
+    if (!w->cmd || head < 0 || (size_t)head + job->env.jid.len > sizeof(key))
         return -1;
-    lens[1] = (size_t)snprintf(key, sizeof(key), "%s:result:%.*s", w->cfg->redis_prefix,
-                               (int)job->env.jid.len, job->env.jid.ptr);
+    memcpy(key + head, job->env.jid.ptr, job->env.jid.len);
+    lens[1] = (size_t)head + job->env.jid.len;
     lens[4] = (size_t)snprintf(ttl, sizeof(ttl), "%d", JOB_RESULT_TTL);
     return rc_cmd(w->cmd, worker_on_result, NULL, 5, argv, lens);
 }

@@ -401,7 +401,6 @@ def test_stellerctl_sweep_runs_a_sweep_and_waits_for_it():
             key = "%s:result:%s" % (PREFIX, printed_jid(p))
             assert 86000 < r.ttl(key) <= 86400 and b"total=%d" % len(want) in r.get(key)
 
-
             # without --wait: prints the jid and leaves the job to the workers
             p = ctl(w, "sweep")
             assert p.returncode == 0, (p.stdout, p.stderr)
