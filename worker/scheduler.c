@@ -216,11 +216,10 @@ static void sched_log_result(const struct sched_req *r, long long result)
 }
 
 /* The script's answer (scripts/schedule.lua) in the entry's figures. */
-static void sched_count(struct sched_entry *e, int64_t slot, long long result)
+static void sched_count(struct sched_entry *e, long long result)
 {
     if (result == 1) {
         e->st.enqueued++;
-        e->st.last_enqueued = slot;
     } else if (result == 0) {
         e->st.elsewhere++;
     } else {
@@ -253,7 +252,7 @@ static void sched_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     } else if (rep->type == REDIS_REPLY_INTEGER) {
         sched_log_result(r, rep->integer);
         if (e)
-            sched_count(e, r->slot, rep->integer);
+            sched_count(e, rep->integer);
         if (e && e->due == r->slot)
             e->due = -1;
     } else {
@@ -465,7 +464,6 @@ int sched_stats(const struct sched *s, struct sched_stat *out, int max)
         out[i] = s->e[i].st;
         out[i].name = s->e[i].name;
         out[i].next = s->e[i].disabled ? -1 : s->e[i].next;
-        out[i].disabled = s->e[i].disabled;
     }
     return s ? s->n : 0;
 }

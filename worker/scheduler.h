@@ -80,8 +80,8 @@ int sched_inflight(const struct sched *s);
  * figures across a reload while its name stays. */
 struct sched_stat {
     const char *name;      /* valid until the next reload */
-    int64_t next;          /* the next slot, seconds since the epoch; -1: none */
-    int64_t last_enqueued; /* the latest slot this master enqueued; 0: none */
+    int64_t next;          /* the next slot, seconds since the epoch; -1: none (disabled:
+                              its job cannot be built) */
     long long enqueued;    /* slots this master enqueued */
     long long elsewhere;   /* slots another master had enqueued first */
     long long passed;      /* slots the script declined as past: a later one ran, or
@@ -90,7 +90,6 @@ struct sched_stat {
                               catch_up off, or replaced by a later slot before Redis
                               took them (not the past slot looked at on start) */
     long long errors;      /* Redis refused the script (the slot is tried again) */
-    int disabled;          /* its job cannot be built: it never runs */
 };
 
 /* Copies the figures of up to max entries to out (NULL only with max 0); returns
