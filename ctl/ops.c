@@ -184,7 +184,7 @@ static int print_json(json_t *v)
 /* ---- time ---- */
 
 /* ms since the epoch as 2024-06-10T06:13:20Z (with_ms: 06:13:20.123Z), UTC. */
-static char *fmt_utc(int64_t ms, int with_ms, char *buf, size_t size)
+char *ctl_fmt_utc(int64_t ms, int with_ms, char *buf, size_t size)
 {
     time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
     struct tm tm;
@@ -525,11 +525,11 @@ static json_t *rec_json(const struct rec *r, size_t bytes, int64_t score)
     json_object_set_new(j, "failed_at",
                         r->has_failed_at ? json_integer(r->failed_at) : json_null());
     json_object_set_new(j, "failed_at_utc",
-                        r->has_failed_at ? json_string(fmt_utc(r->failed_at, 1, when, sizeof when))
+                        r->has_failed_at ? json_string(ctl_fmt_utc(r->failed_at, 1, when, sizeof when))
                                          : json_null());
     if (score >= 0) {
         json_object_set_new(j, "due_at", json_integer(score));
-        json_object_set_new(j, "due_at_utc", json_string(fmt_utc(score, 1, when, sizeof when)));
+        json_object_set_new(j, "due_at_utc", json_string(ctl_fmt_utc(score, 1, when, sizeof when)));
     }
     json_object_set_new(j, "malformed", json_boolean(r->malformed));
     if (r->malformed)
@@ -799,7 +799,7 @@ static void row_due(struct row *w, int64_t score, char *due, char *in, size_t si
     int64_t left = score - ctl_now_ms();
     char age[32];
 
-    fmt_utc(score, 0, due, size);
+    ctl_fmt_utc(score, 0, due, size);
     snprintf(in, size, "in %s", fmt_age(left, age, sizeof age));
     row_text(w, due);
     row_text(w, left >= 0 ? in : "due");
@@ -818,7 +818,7 @@ static int ls_row(struct ls_state *st, const struct rec *r, size_t bytes, int64_
     if (r->has_attempt)
         snprintf(attempt, sizeof attempt, "%" PRId64, r->attempt);
     if (r->has_failed_at)
-        fmt_utc(r->failed_at, 0, failed, sizeof failed);
+        ctl_fmt_utc(r->failed_at, 0, failed, sizeof failed);
     /* for an element that is no record, what it is stands where type and error go */
     if (!r->map)
         snprintf(kind, sizeof kind, "not a msgpack map (%zu bytes)", bytes);
@@ -1037,7 +1037,7 @@ static void show_value(int keyw, const msgpack_object *key, const msgpack_object
     if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 > 100000000000ULL &&
         v->via.u64 < 100000000000000ULL && strlen(name) > 3 &&
         strcmp(name + strlen(name) - 3, "_at") == 0)
-        printf("  (%s)", fmt_utc((int64_t)v->via.u64, 1, when, sizeof when));
+        printf("  (%s)", ctl_fmt_utc((int64_t)v->via.u64, 1, when, sizeof when));
     putchar('\n');
     free(text);
     free(name);
@@ -1381,7 +1381,7 @@ static int dead_purge(struct ctl *ctl, const struct dead_opts *o)
         rc = dead_sweep(ctl, &sw);
     if (rc == CTL_OK)
         printf("purged %lld dead records that failed before %s\n", st->purged,
-               fmt_utc(st->cutoff, 0, when, sizeof when));
+               ctl_fmt_utc(st->cutoff, 0, when, sizeof when));
     free(st);
     return rc;
 }
@@ -1911,24 +1911,34 @@ static int workers_collect(struct ctl *ctl, struct wrow **out, size_t *n)
     return rc;
 }
 
-int cmd_workers(struct ctl *ctl, int argc, char **argv)
+/* The verbs whose only option is --json: parses it, refuses other arguments, and
+ * connects. CTL_CONTINUE, or the exit code to return now (--help gives 0). */
+static int json_verb_start(struct ctl *ctl, int argc, char **argv, int *json)
 {
     static const struct option opts[] = {
         {"json", no_argument, NULL, OPT_JSON},
         {NULL, 0, NULL, 0},
     };
-    struct wrow *rows = NULL;
-    size_t n = 0;
-    int json = 0, opt, rc;
-
+    int opt, rc;
+    *json = 0;
     while ((opt = ctl_next_opt(ctl, argc, argv, opts)) != -1) {
         if (opt != OPT_JSON)
             return ctl->status;
-        json = 1;
+        *json = 1;
     }
     if (optind < argc)
         return ctl_usage(ctl, "unexpected argument '%s'", argv[optind]);
-    if ((rc = ctl_connect(ctl)) != CTL_OK)
+    rc = ctl_connect(ctl);
+    return rc == CTL_OK ? CTL_CONTINUE : rc;
+}
+
+int cmd_workers(struct ctl *ctl, int argc, char **argv)
+{
+    struct wrow *rows = NULL;
+    size_t n = 0;
+    int json, rc;
+
+    if ((rc = json_verb_start(ctl, argc, argv, &json)) != CTL_CONTINUE)
         return rc;
     rc = workers_collect(ctl, &rows, &n);
     if (rc == CTL_OK)
@@ -2043,11 +2053,11 @@ static json_t *schedule_json(const struct srow *w)
     json_object_set_new(j, "catch_up", json_boolean(w->e->catch_up));
     json_object_set_new(j, "next", w->next >= 0 ? json_integer(w->next) : json_null());
     json_object_set_new(j, "next_utc",
-                        w->next >= 0 ? json_string(fmt_utc(w->next * 1000, 0, when, sizeof when))
+                        w->next >= 0 ? json_string(ctl_fmt_utc(w->next * 1000, 0, when, sizeof when))
                                      : json_null());
     json_object_set_new(j, "last", w->last >= 0 ? json_integer(w->last) : json_null());
     json_object_set_new(j, "last_utc",
-                        w->last >= 0 ? json_string(fmt_utc(w->last * 1000, 0, when, sizeof when))
+                        w->last >= 0 ? json_string(ctl_fmt_utc(w->last * 1000, 0, when, sizeof when))
                                      : json_null());
     json_object_set_new(j, "last_jid", w->jid ? json_string(w->jid) : json_null());
     return j;
@@ -2074,9 +2084,9 @@ static int schedule_print(const struct srow *rows, int n, int json)
             w->e->name, w->e->cron, w->e->type, w->queue, w->e->catch_up ? "yes" : "no",
             next,       last};
         if (w->next >= 0)
-            fmt_utc(w->next * 1000, 0, next, sizeof next);
+            ctl_fmt_utc(w->next * 1000, 0, next, sizeof next);
         if (w->last >= 0)
-            fmt_utc(w->last * 1000, 0, last, sizeof last);
+            ctl_fmt_utc(w->last * 1000, 0, last, sizeof last);
         rc = table_add(&t, cells, NULL);
     }
     if (rc == CTL_OK)
@@ -2087,24 +2097,13 @@ static int schedule_print(const struct srow *rows, int n, int json)
 
 int cmd_schedule(struct ctl *ctl, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, OPT_JSON},
-        {NULL, 0, NULL, 0},
-    };
     struct config dflt, *cfg = &ctl->cfg;
     struct srow *rows;
-    int json = 0, opt, rc, n;
+    int json, rc, n;
     int64_t now = ctl_now_ms() / 1000;
     char err[512];
 
-    while ((opt = ctl_next_opt(ctl, argc, argv, opts)) != -1) {
-        if (opt != OPT_JSON)
-            return ctl->status;
-        json = 1;
-    }
-    if (optind < argc)
-        return ctl_usage(ctl, "unexpected argument '%s'", argv[optind]);
-    if ((rc = ctl_connect(ctl)) != CTL_OK)
+    if ((rc = json_verb_start(ctl, argc, argv, &json)) != CTL_CONTINUE)
         return rc;
     if (!ctl->have_cfg) {
         /* No -c FILE: what a daemon started without one runs. */

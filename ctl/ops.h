@@ -82,6 +82,9 @@ struct ctl {
 int ctl_complain(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The message and the verb's usage line on stderr; returns CTL_USAGE. */
+/* ms since the epoch as 2024-06-10T06:13:20Z (with_ms: 06:13:20.123Z), UTC; returns buf. */
+char *ctl_fmt_utc(int64_t ms, int with_ms, char *buf, size_t size);
+
 int ctl_usage(const struct ctl *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*

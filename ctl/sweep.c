@@ -107,16 +107,6 @@ int sweep_parse_time(const char *s, int64_t *ms)
     return 0;
 }
 
-static char *fmt_iso(int64_t ms, char *buf, size_t size)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-    return buf;
-}
-
 /* ---- options ---- */
 
 static int sweep_parse(struct ctl *ctl, int argc, char **argv, struct sweep_opts *o)
@@ -202,7 +192,7 @@ static enum where in_processing(struct ctl *ctl, const struct sweep_job *j, int 
     enum where w = W_NOWHERE;
     snprintf(pat, sizeof(pat), "%s:processing:*", ctl->prefix);
     do {
-        redisReply *r = redisCommand(ctl->rc, "SCAN %s MATCH %s COUNT 1000", cursor, pat);
+        redisReply *r = redisCommand(ctl->rc, "SCAN %s MATCH %s COUNT 1000 TYPE list", cursor, pat);
         if ((*rc = ctl_reply_status(ctl, r, "SCAN")) != CTL_OK) {
             freeReplyObject(r);
             return W_ERROR;
@@ -407,7 +397,7 @@ int cmd_sweep(struct ctl *ctl, int argc, char **argv)
         rc = ctl_complain(CTL_FAILED, "enqueue: %s", err);
     if (rc == CTL_OK) {
         printf("%s enqueued to %s (as_of %s%s): jid %s\n", SWEEP_TYPE, sj.queue,
-               fmt_iso(o.as_of, when, sizeof(when)), o.dry_run ? ", dry run" : "", sj.jid);
+               ctl_fmt_utc(o.as_of, 1, when, sizeof(when)), o.dry_run ? ", dry run" : "", sj.jid);
         fflush(stdout);
         if (o.wait)
             rc = sweep_wait(ctl, &sj, o.timeout);
@@ -420,9 +410,9 @@ int cmd_sweep(struct ctl *ctl, int argc, char **argv)
 const char sweep_help[] =
     "Runs a re-engagement sweep now: enqueues one reengagement.sweep job, which a\n"
     "worker runs with the daemon's reengagement settings (stages, quiet_days,\n"
-    "max_age_days, batch_size). It finds the partners due for a stage and enqueues\n"
-    "one email.reengagement job each, once per partner and stage, however often it\n"
-    "runs. Its result, the count per stage, is one worker log line\n"
+    "max_age_days, batch_size, parallel). It finds the partners due for a stage and\n"
+    "enqueues one email.reengagement job each, once per partner and stage, however\n"
+    "often it runs. Its result, the count per stage, is one worker log line\n"
     "(msg=\"reengagement sweep done\" jid=<the jid printed here>), which --wait\n"
     "prints as a table.\n"
     "\n"

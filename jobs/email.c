@@ -59,23 +59,12 @@
 #define EM_HELD_DEFER_MS 5000  /* a key leased by another job: look again this soon */
 #define EM_RECORD_WAIT_MS 2000 /* longest pause between tries of the 'sent' update */
 
-enum em_kind { EM_WELCOME, EM_ACTIVATION, EM_REENGAGEMENT };
-
-static const struct {
-    const char *name; /* the "Kind" column */
-    enum tmpl_kind tmpl;
-} em_kinds[] = {
-    [EM_WELCOME] = {"welcome", TMPL_WELCOME},
-    [EM_ACTIVATION] = {"activation", TMPL_ACTIVATION},
-    [EM_REENGAGEMENT] = {"reengagement", TMPL_REENGAGEMENT},
-};
-
 /* What the row update after a send is for. */
 enum em_record { EM_REC_SENT, EM_REC_FAILED, EM_REC_RELEASE };
 
 struct em_ctx {
     struct job *job; /* NULL once cancelled: the pending callback frees this */
-    enum em_kind kind;
+    enum tmpl_kind kind; /* its name is the "Kind" column */
     long long partner_id;
     int stage;
     char token[EM_TOKEN_MAX + 1];
@@ -132,10 +121,10 @@ static int em_args(struct em_ctx *ctx, struct job *job, char *why, size_t size)
     }
     snprintf(ctx->pid, sizeof(ctx->pid), "%lld", ctx->partner_id);
     switch (ctx->kind) {
-    case EM_WELCOME:
+    case TMPL_WELCOME:
         snprintf(ctx->dedup, sizeof(ctx->dedup), "welcome:%lld", ctx->partner_id);
         return 0;
-    case EM_ACTIVATION:
+    case TMPL_ACTIVATION:
         tok = env_arg(&job->env, "activation_token");
         if (!tok || tok->type != MSGPACK_OBJECT_STR || tok->via.str.size == 0 ||
             tok->via.str.size > EM_TOKEN_MAX || memchr(tok->via.str.ptr, 0, tok->via.str.size)) {
@@ -148,7 +137,7 @@ static int em_args(struct em_ctx *ctx, struct job *job, char *why, size_t size)
         snprintf(ctx->dedup, sizeof(ctx->dedup), "activation:%lld:%s", ctx->partner_id,
                  ctx->token);
         return 0;
-    case EM_REENGAGEMENT:
+    case TMPL_REENGAGEMENT:
         if (em_arg_int(job, "stage", 1, 36500, &stage) != 0 ||
             !em_stage_known(job_config(job), stage)) {
             snprintf(why, size, "args.stage must be one of reengagement.stages (days)");
@@ -158,6 +147,8 @@ static int em_args(struct em_ctx *ctx, struct job *job, char *why, size_t size)
         snprintf(ctx->dedup, sizeof(ctx->dedup), "reengagement:%lld:d%d", ctx->partner_id,
                  ctx->stage);
         return 0;
+    case TMPL_NKINDS:
+        break;
     }
     return -1;
 }
@@ -255,7 +246,7 @@ static void em_log(const struct em_ctx *ctx, enum log_level level, const char *w
     const struct env *e = &ctx->job->env;
     LOG(level, what, "jid=%s type=%s partner_id=%lld kind=%s%s%s",
         log_q(jid, sizeof(jid), e->jid.ptr, e->jid.len), ctx->job->type->name, ctx->partner_id,
-        em_kinds[ctx->kind].name, extra ? " " : "", extra ? extra : "");
+        tmpl_kind_name(ctx->kind), extra ? " " : "", extra ? extra : "");
 }
 
 static void em_submit(struct em_ctx *ctx, const char *sql, int n, pg_done_fn *fn)
@@ -549,7 +540,7 @@ static void em_claim(struct em_ctx *ctx)
     snprintf(ctx->lease, sizeof(ctx->lease), "%.3f", lease);
     ctx->values[0] = ctx->dedup;
     ctx->values[1] = ctx->pid;
-    ctx->values[2] = em_kinds[ctx->kind].name;
+    ctx->values[2] = tmpl_kind_name(ctx->kind);
     ctx->values[3] = ctx->addr;
     ctx->values[4] = ctx->msg.subject;
     ctx->values[5] = mail_transport(job_mail(ctx->job));
@@ -598,7 +589,7 @@ static int em_render(struct em_ctx *ctx)
     vars[n++] = (struct tmpl_var){"email", ctx->addr};
     vars[n++] = (struct tmpl_var){"support_address", c->email_support_address};
     vars[n++] = (struct tmpl_var){"partner_id", ctx->pid};
-    if (ctx->kind == EM_ACTIVATION) {
+    if (ctx->kind == TMPL_ACTIVATION) {
         size_t base = strlen(c->email_activation_url);
         if (!(token = em_url_encode(ctx->token)) ||
             !(url = malloc(base + strlen(token) + 1))) {
@@ -610,11 +601,11 @@ static int em_render(struct em_ctx *ctx)
         strcpy(url + base, token);
         vars[n++] = (struct tmpl_var){"activation_url", url};
     }
-    if (ctx->kind == EM_REENGAGEMENT) {
+    if (ctx->kind == TMPL_REENGAGEMENT) {
         snprintf(days, sizeof(days), "%d", ctx->stage);
         vars[n++] = (struct tmpl_var){"stage", days};
     }
-    rc = tmpl_render(t, em_kinds[ctx->kind].tmpl, vars, n, &ctx->msg, err, sizeof(err));
+    rc = tmpl_render(t, ctx->kind, vars, n, &ctx->msg, err, sizeof(err));
     free(token);
     free(url);
     if (rc == TMPL_EBADVALUE) { /* a value would put CR/LF into the subject: bad input */
@@ -652,7 +643,7 @@ static int em_check_partner(struct em_ctx *ctx, const PGresult *res)
         em_dropf(ctx, JOB_DEAD, "partner %lld is not active; nothing sent", ctx->partner_id);
         return -1;
     }
-    if (ctx->kind == EM_REENGAGEMENT && !PQgetisnull(res, 0, 3) &&
+    if (ctx->kind == TMPL_REENGAGEMENT && !PQgetisnull(res, 0, 3) &&
         strcmp(PQgetvalue(res, 0, 3), "activated") == 0) {
         /* activated since the sweep chose it: the nudge has no point any more */
         em_dropf(ctx, JOB_OK, "partner %lld has activated; nothing sent", ctx->partner_id);
@@ -711,7 +702,7 @@ static int64_t em_breaker_wait_ms(const struct config *c)
     return (int64_t)(c->email_breaker_cooloff * 1000.0 * (0.5 + 0.5 * u)) + 100;
 }
 
-static void em_start(struct job *job, enum em_kind kind)
+static void em_start(struct job *job, enum tmpl_kind kind)
 {
     struct em_ctx *ctx;
     char why[256];
@@ -772,17 +763,17 @@ static void em_cancel(struct job *job)
 
 static void em_welcome_start(struct job *job)
 {
-    em_start(job, EM_WELCOME);
+    em_start(job, TMPL_WELCOME);
 }
 
 static void em_activation_start(struct job *job)
 {
-    em_start(job, EM_ACTIVATION);
+    em_start(job, TMPL_ACTIVATION);
 }
 
 static void em_reengagement_start(struct job *job)
 {
-    em_start(job, EM_REENGAGEMENT);
+    em_start(job, TMPL_REENGAGEMENT);
 }
 
 /* 10 attempts: the backoff's 9th retry comes about 4 hours after the first try;

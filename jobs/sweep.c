@@ -50,13 +50,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "log.h"
 #include "pg.h"
 #include "registry.h"
 #include "sbuf.h"
+#include "steller/jobs.h"
 
 #define SW_DAY_MS 86400000LL
 #define SW_ORPHAN_MINUTES 30 /* a 'pending' row this old with no claim lost its job */
@@ -135,8 +135,7 @@ struct sw_lane {
     const char *params[SW_NPARAMS];
 
     msgpack_sbuffer buf; /* the envelopes of the batch, back to back */
-    size_t *ends;
-    const char **envs;
+    const char **envs;   /* into buf, set when pushed */
     size_t *lens;
     int n, cap;
 };
@@ -184,7 +183,6 @@ static void sw_free(struct sweep *s)
         struct sw_lane *l = &s->lane[i];
         ev_timer_stop(s->loop, &l->retry);
         msgpack_sbuffer_destroy(&l->buf);
-        free(l->ends);
         free(l->envs);
         free(l->lens);
     }
@@ -197,7 +195,9 @@ static void sw_stop_timers(struct sweep *s)
         ev_timer_stop(s->loop, &s->lane[i].retry);
 }
 
-/* Ends the job; the state goes with it unless callbacks are still due. */
+/* Ends the job; the state goes with it unless callbacks are still due. Not
+ * sw_cancel() then job_done(): msg may be s->failed, and the job is not ours
+ * once done. */
 static void sw_finish(struct sweep *s, enum job_result r, const char *msg)
 {
     struct job *job = s->job;
@@ -357,30 +357,28 @@ static void sw_continue(struct sw_lane *l)
 
 static int sw_grow(struct sw_lane *l, int want)
 {
-    size_t *ends, *lens;
+    size_t *lens;
     const char **envs;
     if (want <= l->cap)
         return 0;
-    ends = realloc(l->ends, sizeof(*ends) * (size_t)want);
-    if (ends)
-        l->ends = ends;
     envs = realloc(l->envs, sizeof(*envs) * (size_t)want);
     if (envs)
         l->envs = envs;
     lens = realloc(l->lens, sizeof(*lens) * (size_t)want);
     if (lens)
         l->lens = lens;
-    if (!ends || !envs || !lens)
+    if (!envs || !lens)
         return -1;
     l->cap = want;
     return 0;
 }
 
-/* Appends one email.reengagement envelope; jid: 64 random bits of the batch and
- * the envelope's place in it. */
-static int sw_add(struct sw_lane *l, uint64_t base, long long pid, long long stage)
+/* Appends one email.reengagement envelope; jid: the batch's random jid
+ * (stj_jid_generate) and the envelope's place in it. */
+static int sw_add(struct sw_lane *l, const char *base, long long pid, long long stage)
 {
-    char args[64], jid[40];
+    char args[64], jid[STJ_JID_GEN_LEN + 8];
+    size_t start = l->buf.size;
     msgpack_sbuffer ab = {.data = args, .alloc = sizeof(args)};
     msgpack_packer pk;
     struct env_new n = {.jid = jid, .type = "email.reengagement", .queue = l->s->queue,
@@ -395,21 +393,13 @@ static int sw_add(struct sw_lane *l, uint64_t base, long long pid, long long sta
     msgpack_pack_long_long(&pk, pid);
     msgpack_pack_str_with_body(&pk, "stage", 5);
     msgpack_pack_long_long(&pk, stage);
-    snprintf(jid, sizeof(jid), "%016" PRIx64 "%06x", base, (unsigned)l->n);
+    snprintf(jid, sizeof(jid), "%s%06x", base, (unsigned)l->n);
     n.args = ab.data;
     n.args_len = ab.size;
     if (env_new(&n, &l->buf) != 0)
         return -1;
-    l->ends[l->n++] = l->buf.size;
+    l->lens[l->n++] = l->buf.size - start;
     return 0;
-}
-
-static uint64_t sw_random(void)
-{
-    uint64_t v = 0;
-    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v))
-        v = ((uint64_t)rand() << 32) ^ (uint64_t)rand() ^ (uint64_t)time(NULL);
-    return v;
 }
 
 static void sw_batch_reset(struct sw_lane *l)
@@ -426,9 +416,9 @@ static int sw_take_batch(struct sw_lane *l, const PGresult *res)
 {
     struct sweep *s = l->s;
     const struct config *c = job_config(s->job);
-    uint64_t base = sw_random();
+    char base[STJ_JID_GEN_LEN + 1];
     long long found;
-    if (PQntuples(res) < 1 || PQnfields(res) != 4)
+    if (PQntuples(res) < 1 || PQnfields(res) != 4 || stj_jid_generate(base) < 0)
         return -1;
     found = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     l->more = found >= c->reengagement_batch_size;
@@ -451,8 +441,8 @@ static int sw_take_batch(struct sw_lane *l, const PGresult *res)
 static int sw_take_orphans(struct sw_lane *l, const PGresult *res)
 {
     int rows = PQntuples(res);
-    uint64_t base = sw_random();
-    if (PQnfields(res) != 4)
+    char base[STJ_JID_GEN_LEN + 1];
+    if (PQnfields(res) != 4 || stj_jid_generate(base) < 0)
         return -1;
     l->more = rows >= job_config(l->s->job)->reengagement_batch_size;
     for (int i = 0; i < rows; i++) {
@@ -542,11 +532,9 @@ static void sw_on_retry(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void sw_push(struct sw_lane *l)
 {
-    for (int i = 0; i < l->n; i++) {
-        size_t start = i ? l->ends[i - 1] : 0;
-        l->envs[i] = l->buf.data + start;
-        l->lens[i] = l->ends[i] - start;
-    }
+    /* Set here, not in sw_add: the buffer may move while the batch grows. */
+    for (size_t i = 0, at = 0; i < (size_t)l->n; at += l->lens[i++])
+        l->envs[i] = l->buf.data + at;
     sw_out(l);
     if (job_push(l->s->job, l->s->queue, l->envs, l->lens, l->n, sw_on_pushed, l) != 0)
         sw_on_pushed(l, -1); /* not connected: a failed try */

@@ -38,7 +38,6 @@ struct curlev {
     ev_timer timer;
     struct curlev_xfer *xfers; /* every transfer on the multi */
     struct curlev_sock *socks; /* every watched socket */
-    int running;
     int dispatching; /* in check_done: curlev_free() waits for it */
     int dying;
 };
@@ -53,7 +52,6 @@ static void xfer_unlink(struct curlev *cv, struct curlev_xfer *x)
         cv->xfers = x->next;
     if (x->next)
         x->next->prev = x->prev;
-    cv->running--;
 }
 
 /* Reports finished transfers, one at a time, each after taking it off the multi. */
@@ -230,7 +228,6 @@ int curlev_add(struct curlev *cv, CURL *easy, curlev_done_fn *fn, void *ud)
     if (cv->xfers)
         cv->xfers->prev = x;
     cv->xfers = x;
-    cv->running++;
     return 0;
 }
 
@@ -245,11 +242,6 @@ void curlev_remove(struct curlev *cv, CURL *easy)
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
     xfer_unlink(cv, x);
     free(x);
-}
-
-int curlev_running(const struct curlev *cv)
-{
-    return cv->running;
 }
 
 CURLM *curlev_multi(struct curlev *cv)

@@ -38,9 +38,6 @@ int curlev_add(struct curlev *cv, CURL *easy, curlev_done_fn *fn, void *ud);
 /* Stops a transfer started by curlev_add(); its callback never runs. */
 void curlev_remove(struct curlev *cv, CURL *easy);
 
-/* Transfers in flight. */
-int curlev_running(const struct curlev *cv);
-
 /* The multi handle, for options such as CURLMOPT_MAXCONNECTS. */
 CURLM *curlev_multi(struct curlev *cv);
 

@@ -499,7 +499,6 @@ struct mail {
     ev_timer brk_timer; /* open -> half-open, so the state shown is current */
     struct mail_bucket bucket;
     struct mail_req *qhead, *qtail;
-    int queued;
     ev_timer q_timer;
 
     struct mail_req *reqs;
@@ -986,7 +985,6 @@ static void queue_drain(struct mail *m)
         struct mail_req *r = m->qhead;
         if (!(m->qhead = r->qnext))
             m->qtail = NULL;
-        m->queued--;
         req_dispatch(r);
     }
     if (m->qhead) {
@@ -1012,7 +1010,6 @@ static void queue_push(struct mail_req *r)
     else
         m->qhead = r;
     m->qtail = r;
-    m->queued++;
 }
 
 static void queue_remove(struct mail_req *r)
@@ -1026,7 +1023,6 @@ static void queue_remove(struct mail_req *r)
     *pp = r->qnext;
     if (m->qtail == r)
         m->qtail = prev;
-    m->queued--;
 }
 
 static char *dup_or_null(char **at, const char *s)
@@ -1354,9 +1350,4 @@ const char *mail_transport(const struct mail *m)
 const char *mail_breaker_state(const struct mail *m)
 {
     return mail_breaker_name(m->brk.state);
-}
-
-int mail_pending(const struct mail *m)
-{
-    return (m->cv ? curlev_running(m->cv) : 0) + m->queued;
 }

@@ -73,9 +73,6 @@ struct mail_req *mail_send(struct mail *m, const struct mail_msg *msg, mail_done
  * used once its callback has started. */
 void mail_cancel(struct mail_req *r);
 
-/* Transfers in flight plus requests waiting for the rate limit, for stats. */
-int mail_pending(const struct mail *m);
-
 /* ---- For tests (tests/unit/test_mail.c): the pure parts of mail.c. ----
  * No loop, no network, no clock of their own: time comes in as arguments. */
 

@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +39,7 @@
 #include "log.h"
 #include "rconn.h"
 #include "redisurl.h"
+#include "sbuf.h"
 
 #ifndef STELLER_VERSION
 #define STELLER_VERSION "unknown"
@@ -110,59 +110,20 @@ struct metrics {
     struct gather *current; /* the gather new requests join, or NULL */
 };
 
-/* ---- a growing text buffer ---- */
-
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-    if (b->oom)
-        return;
-    for (;;) {
-        va_start(ap, fmt);
-        n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-}
+/* ---- text ---- */
 
 /* A label value per the text format: backslash, double quote and newline escaped. */
 static void sb_label(struct sbuf *b, const char *s)
 {
     for (; *s; s++) {
         if (*s == '\\')
-            sb_printf(b, "\\\\");
+            sb_addf(b, "\\\\");
         else if (*s == '"')
-            sb_printf(b, "\\\"");
+            sb_addf(b, "\\\"");
         else if (*s == '\n')
-            sb_printf(b, "\\n");
+            sb_addf(b, "\\n");
         else
-            sb_printf(b, "%c", *s);
+            sb_addn(b, s, 1);
     }
 }
 
@@ -431,36 +392,36 @@ static struct gather *gather_new(struct metrics *m, const struct config *cfg)
 
 static void metric_head(struct sbuf *b, const char *name, const char *type, const char *help)
 {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    sb_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static void metric(struct sbuf *b, const char *name, const char *type, const char *help,
                    long long v)
 {
     metric_head(b, name, type, help);
-    sb_printf(b, "%s %lld\n", name, v);
+    sb_addf(b, "%s %lld\n", name, v);
 }
 
 static void metrics_queues(struct sbuf *b, const struct gather *g)
 {
     metric_head(b, "steller_queue_depth", "gauge", "Jobs waiting in the queue.");
     for (int i = 0; i < g->nq; i++) {
-        sb_printf(b, "steller_queue_depth{queue=\"");
+        sb_addf(b, "steller_queue_depth{queue=\"");
         sb_label(b, g->queues[i]);
-        sb_printf(b, "\"} %lld\n", g->depth[i]);
+        sb_addf(b, "\"} %lld\n", g->depth[i]);
     }
     metric_head(b, "steller_queue_latency_seconds", "gauge",
                 "Age of the oldest waiting job in the queue (0 when empty).");
     for (int i = 0; i < g->nq; i++) {
-        sb_printf(b, "steller_queue_latency_seconds{queue=\"");
+        sb_addf(b, "steller_queue_latency_seconds{queue=\"");
         sb_label(b, g->queues[i]);
-        sb_printf(b, "\"} %.3f\n", g->latency[i]);
+        sb_addf(b, "\"} %.3f\n", g->latency[i]);
     }
     metric_head(b, "steller_queue_paused", "gauge", "1 when the queue is paused.");
     for (int i = 0; i < g->nq; i++) {
-        sb_printf(b, "steller_queue_paused{queue=\"");
+        sb_addf(b, "steller_queue_paused{queue=\"");
         sb_label(b, g->queues[i]);
-        sb_printf(b, "\"} %d\n", g->paused[i]);
+        sb_addf(b, "\"} %d\n", g->paused[i]);
     }
 }
 
@@ -494,12 +455,12 @@ static void metrics_redis(struct sbuf *b, const struct gather *g)
 /* The type label plus, for a bucket, the le label: `{type="x"` then `}` or `,le="y"}`. */
 static void type_labels(struct sbuf *b, const char *name, const char *type, const char *le)
 {
-    sb_printf(b, "%s{type=\"", name);
+    sb_addf(b, "%s{type=\"", name);
     sb_label(b, type);
     if (le)
-        sb_printf(b, "\",le=\"%s\"} ", le);
+        sb_addf(b, "\",le=\"%s\"} ", le);
     else
-        sb_printf(b, "\"} ");
+        sb_addf(b, "\"} ");
 }
 
 static void metrics_hist(struct sbuf *b, const char *name, const char *help,
@@ -518,12 +479,12 @@ static void metrics_hist(struct sbuf *b, const char *name, const char *help,
             else
                 snprintf(le, sizeof(le), "+Inf");
             type_labels(b, bucket, t[i].name, le);
-            sb_printf(b, "%llu\n", (unsigned long long)js_cumulative(h, k));
+            sb_addf(b, "%llu\n", (unsigned long long)js_cumulative(h, k));
         }
         type_labels(b, sum, t[i].name, NULL);
-        sb_printf(b, "%.6f\n", h->sum);
+        sb_addf(b, "%.6f\n", h->sum);
         type_labels(b, count, t[i].name, NULL);
-        sb_printf(b, "%llu\n", (unsigned long long)h->count);
+        sb_addf(b, "%llu\n", (unsigned long long)h->count);
     }
 }
 
@@ -535,9 +496,9 @@ static void metrics_types(struct sbuf *b, const struct metrics_view *v)
                 "Job runs per type by outcome: ok, retried, dead, deferred.");
     for (int i = 0; i < n; i++) {
         for (int o = 0; o < JS_NOUTCOMES; o++) {
-            sb_printf(b, "steller_job_runs_total{type=\"");
+            sb_addf(b, "steller_job_runs_total{type=\"");
             sb_label(b, t[i].name);
-            sb_printf(b, "\",outcome=\"%s\"} %llu\n", js_outcome_names[o],
+            sb_addf(b, "\",outcome=\"%s\"} %llu\n", js_outcome_names[o],
                       (unsigned long long)t[i].f.runs[o]);
         }
     }
@@ -550,9 +511,9 @@ static void metrics_types(struct sbuf *b, const struct metrics_view *v)
 /* One counter line of an entry: name{entry="x",outcome="y"} n. */
 static void schedule_count(struct sbuf *b, const char *entry, const char *outcome, long long n)
 {
-    sb_printf(b, "steller_schedule_slots_total{entry=\"");
+    sb_addf(b, "steller_schedule_slots_total{entry=\"");
     sb_label(b, entry);
-    sb_printf(b, "\",outcome=\"%s\"} %lld\n", outcome, n);
+    sb_addf(b, "\",outcome=\"%s\"} %lld\n", outcome, n);
 }
 
 /* What this master's scheduler did, per schedule entry. */
@@ -568,9 +529,9 @@ static void metrics_schedule(struct sbuf *b, const struct metrics_view *v)
     for (int i = 0; i < n; i++) {
         if (st[i].next < 0)
             continue;
-        sb_printf(b, "steller_schedule_next_run_timestamp_seconds{entry=\"");
+        sb_addf(b, "steller_schedule_next_run_timestamp_seconds{entry=\"");
         sb_label(b, st[i].name);
-        sb_printf(b, "\"} %" PRId64 "\n", st[i].next);
+        sb_addf(b, "\"} %" PRId64 "\n", st[i].next);
     }
     metric_head(b, "steller_schedule_slots_total", "counter",
                 "Slots of the entry seen by this master, by what became of them: enqueued "
@@ -597,10 +558,10 @@ static void answer_metrics(struct http_resp *resp, const struct gather *g,
     metric(&b, "steller_redis_up", "gauge", "1 when the master's Redis connection answers.",
            !g->why[0]);
     metric_head(&b, "steller_build_info", "gauge", "Build information; always 1.");
-    sb_printf(&b, "steller_build_info{version=\"");
+    sb_addf(&b, "steller_build_info{version=\"");
     sb_label(&b, STELLER_VERSION);
-    sb_printf(&b, "\"} 1\n");
-    if (b.oom)
+    sb_addf(&b, "\"} 1\n");
+    if (b.failed)
         http_reply(resp, 500, "text/plain", "out of memory\n", 14);
     else
         http_reply(resp, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
@@ -612,12 +573,12 @@ static void answer_healthz(struct http_resp *resp, const struct gather *g,
 {
     struct sbuf b = {0};
     if (g->why[0])
-        sb_printf(&b, "redis: %s\n", g->why);
+        sb_addf(&b, "redis: %s\n", g->why);
     if (v->workers_running < v->workers_expected || v->workers_expected == 0)
-        sb_printf(&b, "workers: %d of %d running\n", v->workers_running, v->workers_expected);
+        sb_addf(&b, "workers: %d of %d running\n", v->workers_running, v->workers_expected);
     if (!g->why[0] && g->pg_down > 0)
-        sb_printf(&b, "postgres: down in %d worker(s)\n", g->pg_down);
-    if (b.oom)
+        sb_addf(&b, "postgres: down in %d worker(s)\n", g->pg_down);
+    if (b.failed)
         http_reply(resp, 503, "text/plain", "out of memory\n", 14);
     else if (b.len)
         http_reply(resp, 503, "text/plain; charset=utf-8", b.p, b.len);

@@ -33,16 +33,30 @@ void sb_add(struct sbuf *b, const char *s)
     sb_addn(b, s, strlen(s));
 }
 
+/* Short texts go through the stack; a longer one is formatted again at its size. */
 void sb_addf(struct sbuf *b, const char *fmt, ...)
 {
-    char tmp[512];
+    char tmp[512], *big;
     va_list ap;
     int n;
 
     va_start(ap, fmt);
     n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
-    sb_addn(b, tmp, n < 0 ? 0 : (size_t)n >= sizeof(tmp) ? sizeof(tmp) - 1 : (size_t)n);
+    if (n < 0 || (size_t)n < sizeof(tmp)) {
+        sb_addn(b, tmp, n < 0 ? 0 : (size_t)n);
+        return;
+    }
+    if (!(big = malloc((size_t)n + 1))) {
+        free(b->p);
+        *b = (struct sbuf){.failed = 1};
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb_addn(b, big, (size_t)n);
+    free(big);
 }
 
 char *sb_take(struct sbuf *b)

@@ -1,5 +1,5 @@
 /*
- * sbuf.h - a growing string for building messages (MIME, JSON-free text, templates).
+ * sbuf.h - a growing string for building messages (MIME, templates, the metrics text).
  *
  * After an allocation failure the buffer stays failed: further appends do
  * nothing, p is NULL, and the caller checks once at the end (sb_take) instead of
@@ -19,7 +19,7 @@ struct sbuf {
 
 void sb_addn(struct sbuf *b, const char *s, size_t n);
 void sb_add(struct sbuf *b, const char *s);
-/* Appends at most 511 bytes of formatted text. */
+/* Appends formatted text, of any length. */
 void sb_addf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The string (malloc'd, "" when nothing was appended), or NULL after a failure. */
 char *sb_take(struct sbuf *b);

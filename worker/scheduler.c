@@ -57,7 +57,6 @@ struct sched {
     ev_periodic wake;
     struct rconn *rc;
     char *url, *prefix;
-    long max_job_bytes;
     char sha[41];
     int sha_ready;
     struct sched_entry *e;
@@ -551,16 +550,14 @@ int sched_reload(struct sched *s, const struct config *cfg)
     sched_entries_free(s->e, s->n);
     s->e = e;
     s->n = cfg->nschedule;
-    if (strcmp(prefix, s->prefix) != 0) {
-        /* Other keys: nothing carried over is known there. */
+    if (strcmp(prefix, s->prefix) != 0 || strcmp(s->url, cfg->redis_url) != 0) {
+        /* Other keys or another Redis: a reply due there says nothing here. */
         for (int i = 0; i < s->n; i++)
             s->e[i].sent = -1;
     }
     free(s->prefix);
     s->prefix = prefix;
     if (strcmp(s->url, cfg->redis_url) != 0) {
-        for (int i = 0; i < s->n; i++)
-            s->e[i].sent = -1;
         s->closing = 1; /* the old connection's replies run now, with NULL: only freed */
         rc_free(s->rc);
         s->closing = 0;
